@@ -1,0 +1,1 @@
+"""Corpora, splits and the DataModule that serves cached spectrograms."""

@@ -1,0 +1,97 @@
+"""The Lightning DataModule: corpus + cached spectrograms + split -> train/val/test loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from ser.data.corpora import Clip
+from ser.data.splits import Split
+from ser.features.transforms import InputPipeline, MelNormalizer
+
+
+@dataclass
+class LabelledMels:
+    """Clips that survived feature extraction, aligned with their spectrograms."""
+
+    clips: list[Clip]
+    mels: list[torch.Tensor]  # (1, n_mels, frames), dB
+    emotions: list[str]  # class order
+    skipped: list[dict] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        index = {e: i for i, e in enumerate(self.emotions)}
+        return np.array([index[c.emotion] for c in self.clips], dtype=np.int64)
+
+    @property
+    def speakers(self) -> list[str]:
+        return [c.speaker for c in self.clips]
+
+
+class MelDataset(Dataset):
+    def __init__(self, mels, labels, speakers, pipeline: InputPipeline, train: bool):
+        self.mels, self.labels, self.speakers = mels, labels, speakers
+        self.pipeline, self.train = pipeline, train
+
+    def __len__(self):
+        return len(self.mels)
+
+    def __getitem__(self, i):
+        x = self.pipeline(self.mels[i], self.speakers[i], self.train)
+        return x, int(self.labels[i])
+
+
+class SERDataModule(pl.LightningDataModule):
+    def __init__(self, data: LabelledMels, split: Split, normalization: str = "global", size=None,
+                 frames: int | None = None, resize_method: str = "bilinear", specaug: dict | None = None,
+                 batch_size: int = 32, num_workers: int = 0, extra_train: Dataset | None = None):
+        super().__init__()
+        self.data, self.split = data, split
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.extra_train = extra_train  # e.g. synthetic spectrograms (already labelled, already normalised space)
+        labels, speakers = data.labels, data.speakers
+        train_mels = [data.mels[i] for i in split.train]
+        self.normalizer = MelNormalizer(normalization)
+        if normalization == "global":
+            self.normalizer.fit(train_mels, [speakers[i] for i in split.train])
+        elif normalization == "speaker":
+            # Label-free statistics per speaker, test speakers included (transductive).
+            self.normalizer.fit(data.mels, speakers)
+        self.train_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, specaug)
+        self.eval_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, None)
+        self._sets = {
+            name: MelDataset([data.mels[i] for i in idx], labels[idx], [speakers[i] for i in idx],
+                             self.train_pipeline if name == "train" else self.eval_pipeline, train=name == "train")
+            for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
+        }
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.data.emotions)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.data.labels[self.split.train], minlength=self.num_classes)
+
+    def dataset(self, name: str) -> Dataset:
+        return self._sets[name]
+
+    def _loader(self, dataset, shuffle: bool):
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self):
+        train = self._sets["train"]
+        if self.extra_train is not None and len(self.extra_train):
+            train = ConcatDataset([train, self.extra_train])
+        return self._loader(train, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self._sets["val"], shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader(self._sets["test"], shuffle=False)

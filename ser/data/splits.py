@@ -1,0 +1,142 @@
+"""Speaker-independent splits: which speakers train, validate and test in fold K.
+
+A test speaker never appears in training or validation (asserted here, recorded in every run's
+results). Validation speakers come from the training side, rotating with the fold so that no
+single speaker steers model selection everywhere. `random` exists for comparison with papers
+that use it, and is labelled speaker-dependent wherever it is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedShuffleSplit
+
+PROTOCOLS = ("loso", "kfold", "random")
+
+
+@dataclass
+class Split:
+    protocol: str
+    fold: int
+    n_folds: int
+    train: np.ndarray  # clip indices
+    val: np.ndarray
+    test: np.ndarray
+    train_speakers: list[str]
+    val_speakers: list[str]
+    test_speakers: list[str]
+
+    @property
+    def speaker_independent(self) -> bool:
+        return self.protocol != "random"
+
+    def describe(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("train", "val", "test")}
+        d.update(n_train=len(self.train), n_val=len(self.val), n_test=len(self.test),
+                 speaker_independent=self.speaker_independent)
+        if not self.speaker_independent:
+            d["warning"] = "split=random is speaker-dependent: test speakers also appear in training"
+        return d
+
+
+class SpeakerLeak(AssertionError):
+    pass
+
+
+def n_folds_for(protocol: str, speakers: list[str], k: int) -> int:
+    return len(set(speakers)) if protocol == "loso" else k
+
+
+def make_split(
+    speakers: list[str],
+    labels: list[str],
+    protocol: str = "loso",
+    fold: int = 0,
+    k: int = 5,
+    n_val_speakers: int = 1,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> Split:
+    """Split clips (given by their speaker and label) for `fold` of `protocol`."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown split protocol {protocol!r}; choose from {PROTOCOLS}")
+    speakers = np.asarray(speakers)
+    labels = np.asarray(labels)
+    idx = np.arange(len(speakers))
+    unique = sorted(set(speakers.tolist()))
+
+    if protocol == "random":
+        n_folds = k
+        _check_fold(fold, n_folds, protocol)
+        outer = StratifiedShuffleSplit(n_splits=n_folds, test_size=1.0 / n_folds, random_state=seed)
+        train_val, test = list(outer.split(idx, labels))[fold]
+        inner = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed + fold)
+        tr, va = next(inner.split(train_val, labels[train_val]))
+        train, val = train_val[tr], train_val[va]
+    else:
+        if len(unique) < 3 or "unknown" in {s.split(":")[-1] for s in unique}:
+            raise ValueError(
+                f"split={protocol} needs speaker identities (found {len(unique)} speaker(s): {unique[:5]}). "
+                "Give speakers (manifest column `speaker`, sub-folders, or dataset.speaker_regex), "
+                "or use split=random, which is speaker-dependent."
+            )
+        if protocol == "loso":
+            splitter, n_folds = LeaveOneGroupOut(), len(unique)
+        else:
+            if k > len(unique):
+                raise ValueError(f"split=kfold with k={k} needs at least {k} speakers; the corpus has {len(unique)}")
+            splitter, n_folds = GroupKFold(n_splits=k), k
+        _check_fold(fold, n_folds, protocol)
+        train_val, test = list(splitter.split(idx, labels, groups=speakers))[fold]
+        test_spk = sorted(set(speakers[test].tolist()))
+        rest = sorted(set(speakers[train_val].tolist()))
+        if n_val_speakers >= len(rest):
+            raise ValueError(f"n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
+        # Rotate the validation speakers with the fold: fold f validates on the speakers that
+        # follow its test speakers in sorted order.
+        start = (unique.index(test_spk[-1]) + 1) % len(unique)
+        ring = unique[start:] + unique[:start]
+        val_spk = [s for s in ring if s in rest][:n_val_speakers]
+        val_mask = np.isin(speakers[train_val], val_spk)
+        train, val = train_val[~val_mask], train_val[val_mask]
+
+    split = Split(
+        protocol=protocol, fold=fold, n_folds=n_folds, train=np.sort(train), val=np.sort(val), test=np.sort(test),
+        train_speakers=sorted(set(speakers[train].tolist())),
+        val_speakers=sorted(set(speakers[val].tolist())),
+        test_speakers=sorted(set(speakers[test].tolist())),
+    )
+    if split.speaker_independent:
+        assert_speaker_disjoint(split)
+    return split
+
+
+def assert_speaker_disjoint(split: Split) -> None:
+    test = set(split.test_speakers)
+    for side, speakers in (("training", split.train_speakers), ("validation", split.val_speakers)):
+        leaked = test & set(speakers)
+        if leaked:
+            raise SpeakerLeak(f"test speaker(s) {sorted(leaked)} also in {side} for {split.protocol} fold {split.fold}")
+
+
+def _check_fold(fold: int, n_folds: int, protocol: str) -> None:
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"split.fold={fold} is out of range: {protocol} has folds 0..{n_folds - 1}")
+
+
+def subsample_training(train: np.ndarray, labels, fraction: float, seed: int) -> np.ndarray:
+    """Keep `fraction` of the training clips, stratified by emotion (the low-data setting)."""
+    if fraction >= 1.0:
+        return train
+    if not 0 < fraction < 1:
+        raise ValueError(f"dataset.train_fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels)[train]
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in sorted(set(labels.tolist())):
+        members = train[labels == label]
+        n = max(1, int(round(fraction * len(members))))
+        keep.extend(rng.choice(members, size=n, replace=False).tolist())
+    return np.sort(np.asarray(keep))

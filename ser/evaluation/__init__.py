@@ -1,0 +1,1 @@
+"""Metrics, confidence intervals, paired tests, aggregation of runs and plots."""

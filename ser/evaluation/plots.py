@@ -1,0 +1,50 @@
+"""Figures a person looks at: confusion matrices and per-arm comparisons (matplotlib, no display)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def plot_confusion(confusion, labels: list[str], path: str | Path, title: str = "") -> Path:
+    cm = np.asarray(confusion, dtype=float)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.8 * len(labels), 0.8 + 0.7 * len(labels)))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, f"{int(cm[i, j])}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua") -> Path:
+    """One point per arm (mean over folds x seeds) with its 95% CI, and the per-run values behind it."""
+    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(rows)))
+    for i, row in enumerate(rows):
+        values = row["values"][metric]
+        ax.scatter(values, [i] * len(values), s=10, color="0.6", zorder=1)
+        lo, hi = row[metric]["ci95"]
+        ax.errorbar(row[metric]["mean"], i, xerr=[[row[metric]["mean"] - lo], [hi - row[metric]["mean"]]],
+                    fmt="o", color="C0", capsize=3, zorder=2)
+    ax.set_yticks(range(len(rows)), [r["arm"] for r in rows], fontsize=8)
+    ax.set_xlabel(f"{metric.upper()} (mean, 95% CI; grey: each fold x seed)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

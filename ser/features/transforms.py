@@ -1,0 +1,118 @@
+"""What happens to a cached log-mel between the disk and the model: normalise, size, augment.
+
+All functions take and return tensors shaped (1, n_mels, frames).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+class MelNormalizer:
+    """Per-mel-bin standardisation with statistics from a group of clips.
+
+    mode="global": one set of statistics from the training clips.
+    mode="speaker": statistics per speaker, from that speaker's clips. It uses no labels, so it
+    is available at test time for a new speaker with a few unlabelled clips (it is transductive:
+    results.json records it).
+    mode="none": a fixed affine map of the [-80, 0] dB range to about [-2, 2].
+    """
+
+    def __init__(self, mode: str = "global"):
+        if mode not in ("global", "speaker", "none"):
+            raise ValueError(f"unknown normalisation {mode!r}; choose global, speaker or none")
+        self.mode = mode
+        self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @staticmethod
+    def _stats(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = torch.cat([m.reshape(m.shape[-2], -1) for m in mels], dim=1)
+        return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(1e-3)
+
+    def fit(self, mels: list[torch.Tensor], speakers: list[str]) -> "MelNormalizer":
+        if self.mode == "global":
+            self.stats["*"] = self._stats(mels)
+        elif self.mode == "speaker":
+            for spk in sorted(set(speakers)):
+                self.stats[spk] = self._stats([m for m, s in zip(mels, speakers) if s == spk])
+        return self
+
+    def add_speaker(self, speaker: str, mels: list[torch.Tensor]) -> None:
+        if self.mode == "speaker":
+            self.stats[speaker] = self._stats(mels)
+
+    def __call__(self, mel: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
+        if self.mode == "none":
+            return (mel + 40.0) / 20.0
+        key = "*" if self.mode == "global" else speaker
+        if key not in self.stats:
+            raise KeyError(f"no normalisation statistics for speaker {speaker!r}")
+        mean, std = self.stats[key]
+        return (mel - mean) / std
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, (mean, std) in self.stats.items():
+            out[f"{key}.mean"], out[f"{key}.std"] = mean.contiguous(), std.contiguous()
+        return out
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        keys = {k.rsplit(".", 1)[0] for k in state}
+        self.stats = {k: (state[f"{k}.mean"], state[f"{k}.std"]) for k in keys}
+
+
+def resize(mel: torch.Tensor, size: tuple[int, int], method: str = "bilinear") -> torch.Tensor:
+    """Resample a spectrogram to an image size (the reference recipe uses 224x224)."""
+    kwargs = {} if method in ("nearest", "area") else {"align_corners": False}
+    return F.interpolate(mel.unsqueeze(0), size=tuple(size), mode=method, **kwargs).squeeze(0)
+
+
+def crop_or_pad(mel: torch.Tensor, frames: int, random: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fix the time axis to `frames`: a random (training) or centred crop, or zero padding around."""
+    t = mel.shape[-1]
+    if t > frames:
+        start = int(torch.randint(0, t - frames + 1, (1,), generator=generator)) if random else (t - frames) // 2
+        return mel[..., start:start + frames]
+    if t < frames:
+        left = (frames - t) // 2
+        return F.pad(mel, (left, frames - t - left))
+    return mel
+
+
+def spec_augment(mel: torch.Tensor, freq_masks: int = 2, freq_width: int = 12, time_masks: int = 2,
+                 time_width: float = 0.1, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) masking: zero random mel bands and time spans (after normalisation)."""
+    mel = mel.clone()
+    n_mels, frames = mel.shape[-2], mel.shape[-1]
+    for _ in range(freq_masks):
+        w = int(torch.randint(0, freq_width + 1, (1,), generator=generator))
+        f0 = int(torch.randint(0, max(1, n_mels - w), (1,), generator=generator))
+        mel[..., f0:f0 + w, :] = 0
+    max_t = max(1, int(time_width * frames))
+    for _ in range(time_masks):
+        w = int(torch.randint(0, max_t + 1, (1,), generator=generator))
+        t0 = int(torch.randint(0, max(1, frames - w), (1,), generator=generator))
+        mel[..., t0:t0 + w] = 0
+    return mel
+
+
+class InputPipeline:
+    """Normalise, then size, then (training only) augment: the model's view of a cached log-mel."""
+
+    def __init__(self, normalizer: MelNormalizer, size=None, frames: int | None = None,
+                 resize_method: str = "bilinear", specaug: dict | None = None):
+        if size is None and frames is None:
+            raise ValueError("set input.size (e.g. [224, 224]) or input.frames (native resolution)")
+        self.normalizer, self.size, self.frames = normalizer, size, frames
+        self.resize_method, self.specaug = resize_method, specaug
+
+    def __call__(self, mel: torch.Tensor, speaker: str | None, train: bool) -> torch.Tensor:
+        x = self.normalizer(mel, speaker)
+        if self.frames is not None:
+            x = crop_or_pad(x, self.frames, random=train)
+        if self.size is not None:
+            x = resize(x, self.size, self.resize_method)
+        if train and self.specaug:
+            x = spec_augment(x, **self.specaug)
+        return x

@@ -1,0 +1,1 @@
+"""Classifiers: timm backbones in a LightningModule, and a classical eGeMAPS + SVM baseline."""

@@ -1,0 +1,57 @@
+"""A trained classifier as two files anyone can load without unpickling code:
+`model.safetensors` (network weights + normalisation statistics) and `model.json` (how to
+rebuild the network and its input pipeline)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ser.features.transforms import InputPipeline, MelNormalizer
+from ser.models.backbones import build_backbone
+
+NORM_PREFIX = "normalizer."
+
+
+def export_classifier(out_dir: str | Path, net: torch.nn.Module, normalizer: MelNormalizer, spec: dict) -> Path:
+    """`spec`: backbone (dict), emotions, input (normalization/size/frames/resize_method), front_end."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    tensors.update({NORM_PREFIX + k: v for k, v in normalizer.state_dict().items()})
+    save_file(tensors, str(out / "model.safetensors"))
+    (out / "model.json").write_text(json.dumps(spec, indent=1))
+    return out
+
+
+def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, MelNormalizer, dict]:
+    model_dir = Path(model_dir)
+    spec = json.loads((model_dir / "model.json").read_text())
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    backbone = dict(spec["backbone"], pretrained=False, weights=None)
+    net = build_backbone(num_classes=len(spec["emotions"]), **backbone)
+    net.load_state_dict({k: v for k, v in tensors.items() if not k.startswith(NORM_PREFIX)})
+    net.eval()
+    normalizer = MelNormalizer(spec["input"]["normalization"])
+    normalizer.load_state_dict({k[len(NORM_PREFIX):]: v for k, v in tensors.items() if k.startswith(NORM_PREFIX)})
+    return net, normalizer, spec
+
+
+def eval_pipeline(normalizer: MelNormalizer, spec: dict) -> InputPipeline:
+    i = spec["input"]
+    return InputPipeline(normalizer, size=i.get("size"), frames=i.get("frames"), resize_method=i.get("resize_method", "bilinear"))
+
+
+@torch.no_grad()
+def predict_proba(net: torch.nn.Module, inputs: list[torch.Tensor], batch_size: int = 32,
+                  device: str | torch.device = "cpu") -> torch.Tensor:
+    """Class probabilities for already-prepared inputs (1, H, W), in order."""
+    net = net.to(device).eval()
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        x = torch.stack(inputs[start:start + batch_size]).to(device)
+        out.append(torch.softmax(net(x).float(), dim=-1).cpu())
+    return torch.cat(out) if out else torch.empty(0)
