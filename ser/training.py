@@ -108,7 +108,9 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     hw = cfg.hardware
     trainer = pl.Trainer(
         accelerator=hw.accelerator, devices=hw.devices, strategy=hw.strategy, num_nodes=hw.num_nodes,
-        precision=hw.precision, sync_batchnorm=hw.get("sync_batchnorm", False) and hw.strategy.startswith("ddp"),
+        precision=hw.precision,
+        # SyncBatchNorm exists for GPUs only; DDP on CPU (tests, gloo) keeps per-process statistics.
+        sync_batchnorm=bool(hw.get("sync_batchnorm")) and str(hw.strategy).startswith("ddp") and hw.accelerator in ("gpu", "cuda"),
         max_epochs=m.epochs, logger=loggers or False, callbacks=[checkpoint, latest], default_root_dir=str(run_dir),
         enable_progress_bar=hw.progress_bar, log_every_n_steps=5, deterministic=cfg.get("deterministic", False),
         limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,

@@ -32,7 +32,7 @@ def plot_confusion(confusion, labels: list[str], path: str | Path, title: str = 
     return Path(path)
 
 
-def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua") -> Path:
+def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dict | None = None) -> Path:
     """One point per arm (mean over folds x seeds) with its 95% CI, and the per-run values behind it."""
     fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(rows)))
     for i, row in enumerate(rows):
@@ -41,7 +41,7 @@ def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua") -> Path:
         lo, hi = row[metric]["ci95"]
         ax.errorbar(row[metric]["mean"], i, xerr=[[row[metric]["mean"] - lo], [hi - row[metric]["mean"]]],
                     fmt="o", color="C0", capsize=3, zorder=2)
-    ax.set_yticks(range(len(rows)), [r["arm"] for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [(names or {}).get(r["arm"], r["arm"]) for r in rows], fontsize=8)
     ax.set_xlabel(f"{metric.upper()} (mean, 95% CI; grey: each fold x seed)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()

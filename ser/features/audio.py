@@ -6,6 +6,7 @@ report it, so one bad file never stops a run.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,9 @@ def load_audio(
             y = f.read(frames=frames, dtype="float32", always_2d=True)
     except Exception as sf_error:  # libsndfile cannot read it: try librosa's other decoders (mp3 etc.)
         try:
-            y, native_sr = librosa.load(path, sr=None, mono=False, duration=max_duration)
+            with warnings.catch_warnings():  # librosa warns that it falls back to audioread; we know
+                warnings.simplefilter("ignore")
+                y, native_sr = librosa.load(path, sr=None, mono=False, duration=max_duration)
             y = np.atleast_2d(y).T.astype(np.float32)
         except Exception:
             raise BadAudio(path, f"cannot decode audio ({type(sf_error).__name__}: {sf_error})") from None

@@ -33,6 +33,11 @@ class FrontEnd:
     min_duration: float = 0.25
     max_duration: float = 30.0
     version: int = 1  # bump when the feature code changes meaning
+    kind: str = "mel"
+
+    def describe(self) -> dict:
+        return {"mel": self.mel.as_dict(), "min_duration": self.min_duration,
+                "max_duration": self.max_duration, "version": self.version}
 
     def fingerprint(self) -> str:
         blob = json.dumps({"mel": self.mel.as_dict(), "min": self.min_duration,
@@ -53,14 +58,15 @@ def file_digest(path: str | Path) -> str:
 
 
 class FeatureCache:
-    def __init__(self, root: str | Path, front_end: FrontEnd = FrontEnd()):
+    """`front_end` is anything with `kind`, `fingerprint()`, `describe()` and `compute(path) -> array`."""
+
+    def __init__(self, root: str | Path, front_end=FrontEnd()):
         self.front_end = front_end
-        self.dir = Path(root) / f"mel-{front_end.fingerprint()}"
+        self.dir = Path(root) / f"{front_end.kind}-{front_end.fingerprint()}"
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "front_end.json"
         if not meta.exists():
-            _atomic_write_text(meta, json.dumps({"mel": front_end.mel.as_dict(), "min_duration": front_end.min_duration,
-                                                 "max_duration": front_end.max_duration, "version": front_end.version}, indent=1))
+            _atomic_write_text(meta, json.dumps(front_end.describe(), indent=1))
 
     def entry(self, digest: str) -> Path:
         return self.dir / digest[:2] / f"{digest}.safetensors"
@@ -70,7 +76,7 @@ class FeatureCache:
         if not path.is_file():
             return None
         try:
-            return load_file(str(path))["mel"]
+            return load_file(str(path))["features"]
         except Exception:  # unreadable entry (disk trouble): recompute rather than fail
             log.warning("cache entry %s unreadable; recomputing", path)
             return None
@@ -79,7 +85,7 @@ class FeatureCache:
         path = self.entry(digest)
         path.parent.mkdir(exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file({"mel": np.ascontiguousarray(mel)}, str(tmp), metadata={"source": source})
+        save_file({"features": np.ascontiguousarray(mel)}, str(tmp), metadata={"source": source})
         os.replace(tmp, path)
 
     def get_many(self, paths: list[str], workers: int = 0) -> tuple[dict[str, np.ndarray], list[dict]]:
@@ -97,7 +103,7 @@ class FeatureCache:
             else:
                 features[path] = mel
         if todo:
-            log.info("computing %d log-mel spectrograms (%d cached) with %d worker(s)", len(todo), len(features), max(workers, 1))
+            log.info("computing %d %s features (%d cached) with %d worker(s)", len(todo), self.front_end.kind, len(features), max(workers, 1))
             jobs = [(self, path, digest) for path, digest in todo]
             if workers > 1 and len(todo) > 8:
                 with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:

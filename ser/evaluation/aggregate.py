@@ -1,0 +1,175 @@
+"""Aggregate many runs (a -m sweep) into a comparison a reviewer can trust.
+
+Runs are grouped into arms (every choice except fold and seed). For each arm: mean +- std of
+UA/WA/macro-F1 over its runs, a 95% t-interval for the mean, and the pooled UA over all test
+clips. Each arm is compared with its baseline arm (the same arm with e.g. aug=none) on the
+(fold, seed) pairs both ran: mean paired difference, its 95% CI, paired t-test and Wilcoxon
+signed-rank p-values, and per-class recall differences.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from ser.evaluation.metrics import bootstrap_ci, unweighted_accuracy
+from ser.evaluation.plots import plot_arms, plot_confusion
+
+log = logging.getLogger(__name__)
+METRICS = ("ua", "wa", "macro_f1")
+
+
+def find_runs(paths) -> list[dict]:
+    """Load results.json from run dirs, or from every run below a sweep dir."""
+    runs = []
+    for p in map(Path, paths):
+        files = [p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))
+        for f in files:
+            r = json.loads(f.read_text())
+            r["_dir"] = str(f.parent)
+            runs.append(r)
+    if not runs:
+        raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
+    return runs
+
+
+def arm_label(arm: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(arm.items())) or "default"
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), float(v.mean())
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def summarize_arm(runs: list[dict]) -> dict:
+    first = runs[0]
+    values = {m: [r["metrics"][m] for r in runs] for m in METRICS}
+    row = {"arm": arm_label(first["arm"]), "arm_spec": first["arm"], "n_runs": len(runs),
+           "folds": sorted({r["fold"] for r in runs}), "seeds": sorted({r["seed"] for r in runs}),
+           "protocol": first["protocol"], "speaker_independent": all(r["speaker_independent"] for r in runs),
+           "emotions": first["emotions"], "values": values}
+    for m in METRICS:
+        v = np.asarray(values[m])
+        row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "ci95": list(mean_ci(v))}
+    # Pooled over every test clip of every run (each clip once per seed).
+    y_true = np.concatenate([r["test_labels"] for r in runs])
+    y_pred = np.concatenate([r["test_predictions"] for r in runs])
+    row["pooled_ua"] = unweighted_accuracy(y_true, y_pred)
+    row["pooled_ua_ci95"] = list(bootstrap_ci(y_true, y_pred))
+    row["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
+    row["wall_time_s"] = float(sum(r.get("wall_time_s", 0.0) for r in runs))
+    return row
+
+
+def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str = "ua") -> dict | None:
+    key = lambda r: (r["fold"], r["seed"])  # noqa: E731
+    base = {key(r): r for r in base_runs}
+    pairs = [(r, base[key(r)]) for r in arm_runs if key(r) in base]
+    if not pairs:
+        return None
+    for r, b in pairs:
+        if r["test_clips"] != b["test_clips"]:
+            raise ValueError(f"runs {r['_dir']} and {b['_dir']} share fold/seed but not test clips; not a paired comparison")
+    d = np.array([r["metrics"][metric] - b["metrics"][metric] for r, b in pairs])
+    out = {"metric": metric, "n_pairs": len(d), "delta_mean": float(d.mean()), "delta_ci95": list(mean_ci(d)),
+           "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum())}
+    if len(d) >= 2 and np.any(d != 0):
+        out["p_ttest"] = float(stats.ttest_rel([r["metrics"][metric] for r, _ in pairs],
+                                               [b["metrics"][metric] for _, b in pairs]).pvalue)
+        out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
+    else:
+        out["p_ttest"] = out["p_wilcoxon"] = None
+    recalls = np.array([[np.nan if (x is None or y is None) else x - y
+                         for x, y in zip(r["metrics"]["per_class_recall"], b["metrics"]["per_class_recall"])]
+                        for r, b in pairs], dtype=float)
+    out["per_class_delta"] = {e: (None if np.all(np.isnan(recalls[:, i])) else float(np.nanmean(recalls[:, i])))
+                              for i, e in enumerate(pairs[0][0]["emotions"])}
+    return out
+
+
+def baseline_of(arm: dict, baseline: dict) -> dict:
+    return {**arm, **{k: str(v) for k, v in baseline.items()}}
+
+
+def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, metric: str = "ua") -> dict:
+    runs = find_runs(paths)
+    by_arm: dict[str, list[dict]] = defaultdict(list)
+    for r in runs:
+        r["arm"] = {k: str(v) for k, v in r["arm"].items()}
+        by_arm[arm_label(r["arm"])].append(r)
+    rows = [summarize_arm(rs) for _, rs in sorted(by_arm.items())]
+    for row in rows:
+        row["comparisons"] = {}
+        for base in baselines or []:
+            base_label = arm_label(baseline_of(row["arm_spec"], base))
+            if base_label != row["arm"] and base_label in by_arm:
+                cmp = paired_comparison(by_arm[row["arm"]], by_arm[base_label], metric)
+                if cmp:
+                    row["comparisons"][base_label] = cmp
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"metric": metric, "n_runs": len(runs), "arms": rows,
+               "skipped_inputs": sorted({s["path"] + ": " + s["reason"] for r in runs for s in r.get("skipped", [])})}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    (out / "summary.md").write_text(markdown_table(rows))
+    names, _ = short_labels(rows)
+    plot_arms(rows, out / "summary.png", metric, names)
+    for i, row in enumerate(rows):
+        row["name"] = names[row["arm"]]
+        plot_confusion(row["confusion"], row["emotions"], out / f"confusion_arm{i}.png", title=names[row["arm"]])
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def short_labels(rows: list[dict]) -> tuple[dict[str, str], str]:
+    """Name arms by what differs between them; return those names and what they all share."""
+    specs = [r["arm_spec"] for r in rows]
+    keys = sorted({k for s in specs for k in s})
+    varying = [k for k in keys if len({s.get(k) for s in specs}) > 1]
+    common = [k for k in keys if k not in varying]
+    names = {r["arm"]: (",".join(f"{k}={r['arm_spec'].get(k)}" for k in varying) or r["arm"]) for r in rows}
+    shared = ",".join(f"{k}={specs[0][k]}" for k in common)
+    return names, shared
+
+
+def markdown_table(rows: list[dict]) -> str:
+    names, shared = short_labels(rows)
+    lines = [f"Common to all arms: {shared or '-'}", "",
+             "| arm | runs (folds x seeds) | UA mean +- std | UA 95% CI | WA | macro-F1 | pooled UA [95% CI] |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flag = "" if r["speaker_independent"] else " **(speaker-dependent)**"
+        lines.append(
+            f"| {names[r['arm']]}{flag} | {r['n_runs']} ({len(r['folds'])} x {len(r['seeds'])}) | "
+            f"{r['ua']['mean']:.3f} +- {r['ua']['std']:.3f} | {r['ua']['ci95'][0]:.3f}-{r['ua']['ci95'][1]:.3f} | "
+            f"{r['wa']['mean']:.3f} | {r['macro_f1']['mean']:.3f} | "
+            f"{r['pooled_ua']:.3f} [{r['pooled_ua_ci95'][0]:.3f}, {r['pooled_ua_ci95'][1]:.3f}] |")
+    cmp_lines = []
+    for r in rows:
+        for base, c in r["comparisons"].items():
+            p = lambda x: "n/a" if x is None else f"{x:.3g}"  # noqa: E731
+            cmp_lines.append(
+                f"| {names[r['arm']]} | {names.get(base, base)} | {c['n_pairs']} | {c['delta_mean']:+.3f} | "
+                f"{c['delta_ci95'][0]:+.3f} to {c['delta_ci95'][1]:+.3f} | {c['wins']}/{c['losses']}/{c['ties']} | "
+                f"{p(c['p_ttest'])} | {p(c['p_wilcoxon'])} |")
+    if cmp_lines:
+        lines += ["", "Paired comparisons (same folds and seeds):", "",
+                  "| arm | vs baseline | pairs | delta UA | 95% CI | wins/losses/ties | p (paired t) | p (Wilcoxon) |",
+                  "|---|---|---|---|---|---|---|---|", *cmp_lines]
+    return "\n".join(lines) + "\n"
+
+
+def latest_sweep(root: str | Path = "outputs/multirun") -> Path:
+    sweeps = sorted(p for p in Path(root).glob("*") if p.is_dir()) if Path(root).is_dir() else []
+    if not sweeps:
+        raise FileNotFoundError(f"no sweep under {root}; run `python train.py -m ...` first or pass runs=...")
+    return sweeps[-1]

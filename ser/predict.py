@@ -1,0 +1,102 @@
+"""Emotions of new audio files from a trained run.
+
+    ser-predict --checkpoint outputs/runs/2026-11-24_17-00-00 a.wav b.flac
+    ser-predict --checkpoint RUN_DIR --window 3 --hop 1.5 long_interview.wav
+
+One JSON line per file: path, label, probabilities (per emotion); with --window, also the
+per-window scores (the file's scores are their mean). From Python:
+
+    from ser import Predictor
+    Predictor("outputs/runs/...").predict(["a.wav"])
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ser.features.audio import BadAudio, load_audio
+from ser.features.mel import MelParams, log_mel
+from ser.models.export import eval_pipeline, load_classifier, predict_proba
+
+
+class Predictor:
+    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+        model_dir = Path(run_dir) / "model" if (Path(run_dir) / "model").is_dir() else Path(run_dir)
+        if not (model_dir / "model.json").is_file():
+            raise FileNotFoundError(f"{run_dir} holds no trained model (expected {model_dir}/model.json)")
+        self.net, self.normalizer, self.spec = load_classifier(model_dir)
+        self.emotions = self.spec["emotions"]
+        fe = self.spec["front_end"]
+        self.mel = MelParams(**{k: fe[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
+        self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
+        self.pipeline = eval_pipeline(self.normalizer, self.spec)
+        self.device = device
+
+    def _segments(self, path: str, window: float | None, hop: float | None):
+        # Windowed scoring reads the whole file, however long.
+        y = load_audio(path, sr=self.mel.sr, min_duration=self.min_duration,
+                       max_duration=None if window else self.max_duration)
+        if not window:
+            return [(0.0, len(y) / self.mel.sr, log_mel(y, self.mel))]
+        size, step = int(window * self.mel.sr), int((hop or window) * self.mel.sr)
+        starts = list(range(0, max(1, len(y) - size + 1), step))
+        return [(s / self.mel.sr, min(len(y), s + size) / self.mel.sr, log_mel(y[s:s + size], self.mel)) for s in starts]
+
+    def predict(self, paths, window: float | None = None, hop: float | None = None, per_file_norm: bool = False) -> list[dict]:
+        """One dict per path; unusable files get an `error` instead of a label."""
+        decoded, results = {}, {}
+        for p in map(str, paths):
+            try:
+                decoded[p] = [(a, b, torch.from_numpy(m).unsqueeze(0)) for a, b, m in self._segments(p, window, hop)]
+            except BadAudio as err:
+                results[p] = {"path": p, "error": err.reason}
+        if self.normalizer.mode == "speaker":
+            # Speaker normalisation needs the speaker's statistics: the files scored together are
+            # taken to be one speaker, unless per_file_norm treats each file as its own.
+            groups = {p: [p] for p in decoded} if per_file_norm else {"*": list(decoded)}
+            for key, members in groups.items():
+                if members:
+                    self.normalizer.add_speaker(key, [m for p in members for _, _, m in decoded[p]])
+        for p, segs in decoded.items():
+            speaker = p if per_file_norm else "*"
+            probs = predict_proba(self.net, [self.pipeline(m, speaker, train=False) for _, _, m in segs],
+                                  device=self.device).numpy()
+            mean = probs.mean(axis=0)
+            out = {"path": p, "label": self.emotions[int(mean.argmax())],
+                   "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, mean)}}
+            if window:
+                out["windows"] = [{"start": round(a, 3), "end": round(b, 3), "label": self.emotions[int(q.argmax())],
+                                   "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, q)}}
+                                  for (a, b, _), q in zip(segs, probs)]
+            results[p] = out
+        return [results[str(p)] for p in paths]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="ser-predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="a run directory of train.py (or its model/ folder)")
+    ap.add_argument("files", nargs="+", help="audio files (wav, flac, ogg, mp3)")
+    ap.add_argument("--window", type=float, default=None, help="score the file in windows of this many seconds")
+    ap.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: --window)")
+    ap.add_argument("--per-file-norm", action="store_true",
+                    help="with speaker-normalised models: treat each file as a different speaker")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    predictor = Predictor(args.checkpoint, device=args.device)
+    failed = 0
+    for row in predictor.predict(args.files, window=args.window, hop=args.hop, per_file_norm=args.per_file_norm):
+        failed += "error" in row
+        print(json.dumps(row), flush=True)
+    if failed:
+        print(f"{failed} of {len(args.files)} file(s) could not be scored", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

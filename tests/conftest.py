@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny audio made in the test, a shared cache, offline trackers and hubs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+# Nothing in the suite may wait on a network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+SR = 22050
+
+
+def tone(seconds: float = 1.0, sr: int = SR, f0: float = 220.0, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    y = amp * np.sin(2 * np.pi * f0 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)) + 0.01 * rng.standard_normal(len(t))
+    return y.astype(np.float32)
+
+
+def write_wav(path: Path, y=None, sr: int = SR, subtype: str = "PCM_16") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone() if y is None else y, sr, subtype=subtype)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """One feature cache (and synthetic corpus) for the whole session, as a sweep would share it."""
+    return tmp_path_factory.mktemp("cache")
+
+
+# Overrides that make any train.py run tiny: 4 synthetic speakers, 3 clips each, 2 epochs.
+TINY_TRAINING = [
+    "model.epochs=2", "model.input.frames=32", "model.backbone.width=8", "model.backbone.depth=3",
+    "hardware.progress_bar=false", "evaluation.n_bootstrap=50", "features.workers=1",
+]
+TINY = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", *TINY_TRAINING]
+
+
+def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{script} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

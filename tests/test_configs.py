@@ -1,0 +1,46 @@
+"""Every config group option and experiment preset composes and names what it should."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.mark.parametrize("group", ["dataset", "model", "aug", "split", "hardware", "logger"])
+def test_every_group_option_composes(group):
+    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
+        cfg = compose_train(f"{group}={option}")
+        assert cfg[group] is not None
+
+
+@pytest.mark.parametrize("name,dataset,model,split,folds", [
+    ("emodb_cpu", "emodb", "spectro_cnn", "loso", "range(10)"),
+    ("ravdess_cpu", "ravdess", "spectro_cnn", "kfold", "range(6)"),
+    ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
+    ("ravdess_seed", "ravdess", "resnet50", "kfold", "range(6)"),
+    ("combined_seed", "combined", "resnet50", "kfold", "range(6)"),
+])
+def test_experiment_presets(name, dataset, model, split, folds):
+    cfg = compose_train(f"+experiment={name}")
+    assert (cfg.dataset.name, cfg.model.name, cfg.split.protocol) == (dataset, model, split)
+    assert cfg.hydra.sweeper.params["split.fold"] == folds
+
+
+def test_reference_recipe_is_the_published_one():
+    m = compose_train("model=resnet50").model
+    assert m.backbone.arch == "resnet50" and m.backbone.pretrained and m.input.size == [224, 224]
+    assert (m.optimizer, m.lr, m.epochs, m.batch_size) == ("adam", 1e-3, 50, 32)
+    f = compose_train().features
+    assert (f.sr, f.n_fft, f.hop_length, f.n_mels) == (22050, 2048, 512, 128)
+
+
+def test_default_is_synthetic_on_cpu():
+    cfg = compose_train()
+    assert cfg.dataset.kind == "synthetic" and cfg.hardware.accelerator == "cpu"

@@ -1,0 +1,104 @@
+"""The entry points as a user runs them, on tiny synthetic data (seconds per run)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SR, TINY, TINY_TRAINING, run_script, tone, write_wav
+from ser.data.synthetic import make_synthetic_corpus
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir):
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_script("train.py", *TINY, f"paths.cache_dir={cache_dir}", "logger=wandb", f"hydra.run.dir={out}")
+    return out
+
+
+def test_default_run_writes_results_and_artifacts(trained_run):
+    r = json.loads((trained_run / "results.json").read_text())
+    for key in ("ua", "wa", "macro_f1", "ua_ci95", "confusion", "per_class_recall"):
+        assert key in r["metrics"]
+    assert 0.0 <= r["metrics"]["ua_ci95"][0] <= r["metrics"]["ua"] <= r["metrics"]["ua_ci95"][1] <= 1.0
+    assert r["protocol"] == "loso" and r["speaker_independent"] and r["fold"] == 0
+    assert not set(r["test_speakers"]) & set(r["train_speakers"] + r["val_speakers"])
+    assert r["n_test"] == len(r["test_clips"]) == 4 * 3
+    assert r["skipped"] == [] and r["weights"] == "none: trained from scratch"
+    assert r["config"]["dataset"]["name"] == "synthetic"
+    assert (trained_run / "confusion_matrix.png").stat().st_size > 1000
+    assert (trained_run / "model" / "model.safetensors").is_file()
+    assert (trained_run / "csv" / "metrics.csv").read_text().count("\n") > 2
+    # W&B offline: a local run directory, no network.
+    assert list((trained_run / "wandb").glob("offline-run-*"))
+
+
+def test_predict_cli_and_python_api(trained_run, cache_dir, tmp_path):
+    from ser import Predictor
+    from ser.predict import main
+
+    clips = sorted(Path(cache_dir, "corpora").rglob("*.wav"))[:2]
+    (tmp_path / "bad.wav").write_text("not audio")
+    rows = Predictor(trained_run).predict([*clips, tmp_path / "bad.wav"])
+    assert rows[0]["label"] in rows[0]["probabilities"]
+    assert sum(rows[0]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert "cannot decode" in rows[2]["error"]
+    long = write_wav(tmp_path / "long.wav", np.tile(tone(1.0), 5))
+    windowed = Predictor(trained_run).predict([long], window=2.0, hop=1.0)[0]
+    assert len(windowed["windows"]) == 4 and windowed["windows"][-1]["end"] == pytest.approx(5.0)
+    assert main(["--checkpoint", str(trained_run), str(clips[0])]) == 0
+
+
+def test_bad_files_are_skipped_with_reasons_and_the_run_finishes(tmp_path, cache_dir):
+    src = make_synthetic_corpus(tmp_path / "gen", n_speakers=4, clips_per_speaker_emotion=3)
+    root = tmp_path / "corpus"
+    shutil.copytree(src, root)
+    bad = root / "angry" / "spk00"
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "text.wav").write_text("hello")
+    write_wav(bad / "silent.wav", np.zeros(SR, dtype=np.float32))
+    write_wav(bad / "short.wav", tone(0.1))
+    write_wav(bad / "stereo24.wav", np.stack([tone(1.0), tone(1.0)], 1), subtype="PCM_24")  # fine: used
+    write_wav(root / "sarcasm" / "spk00" / "x.wav")
+    out = tmp_path / "run"
+    run_script("train.py", *TINY_TRAINING, "dataset=folder", f"dataset.root={root}", f"paths.cache_dir={cache_dir}",
+               f"hydra.run.dir={out}")
+    r = json.loads((out / "results.json").read_text())
+    reasons = {Path(s["path"]).name: s["reason"] for s in r["skipped"]}
+    assert set(reasons) == {"empty.wav", "text.wav", "silent.wav", "short.wav", "x.wav"}
+    assert "empty" in reasons["empty.wav"] and "silent" in reasons["silent.wav"]
+    assert "unknown emotion" in reasons["x.wav"]
+    assert any(p.endswith("stereo24.wav") for p in r["test_clips"])  # spk00 is fold 0's test speaker
+
+
+def test_classical_baseline_same_split(tmp_path, cache_dir):
+    pytest.importorskip("opensmile")
+    out = tmp_path / "svm"
+    run_script("train.py", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "model=egemaps_svm", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}")
+    r = json.loads((out / "results.json").read_text())
+    assert r["feature_set"] == "eGeMAPSv02" and r["n_features"] == 88 and r["transductive"] is True
+    assert r["test_speakers"] == ["synthetic:spk00"] and 0 <= r["metrics"]["ua"] <= 1
+
+
+def test_sweep_then_evaluate(tmp_path, cache_dir):
+    sweep = tmp_path / "sweep"
+    run_script("train.py", "-m", *TINY, "aug=none,specaug", "split.fold=0,1", f"paths.cache_dir={cache_dir}",
+               f"hydra.sweep.dir={sweep}", "logger=none")
+    assert len(list(sweep.rglob("results.json"))) == 4
+    run_script("evaluate.py", f"runs=[{sweep}]", "baselines=[{aug:none}]")
+    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    arms = {a["arm_spec"]["aug"]: a for a in summary["arms"]}
+    assert len(arms) == 2 and arms["none"]["arm_spec"]["model.epochs"] == "2"  # overrides define the arm
+    spec = arms["specaug"]
+    assert spec["n_runs"] == 2 and spec["folds"] == [0, 1]
+    assert spec["arm_spec"]["dataset"] == "synthetic" and spec["arm_spec"]["model"] == "spectro_cnn"
+    assert list(spec["comparisons"]) == [arms["none"]["arm"]] and arms["none"]["comparisons"] == {}
+    cmp = spec["comparisons"][arms["none"]["arm"]]
+    assert cmp["n_pairs"] == 2 and set(cmp["per_class_delta"]) == {"neutral", "happy", "sad", "angry"}
+    table = (sweep / "summary" / "summary.md").read_text()
+    assert "Paired comparisons" in table and "specaug" in table
+    assert (sweep / "summary" / "summary.png").stat().st_size > 1000

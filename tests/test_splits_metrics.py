@@ -1,0 +1,99 @@
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, f1_score
+
+from ser.data.splits import SpeakerLeak, Split, assert_speaker_disjoint, make_split, subsample_training
+from ser.evaluation.aggregate import mean_ci, paired_comparison
+from ser.evaluation.metrics import bootstrap_ci, classification_metrics
+
+
+def corpus(n_speakers=10, per=12, emotions=("a", "b", "c")):
+    speakers, labels = [], []
+    for s in range(n_speakers):
+        for i in range(per):
+            speakers.append(f"c:{s:02d}")
+            labels.append(emotions[i % len(emotions)])
+    return speakers, labels
+
+
+def test_loso_every_speaker_tested_once_never_trained_on():
+    speakers, labels = corpus()
+    tested = []
+    for fold in range(10):
+        s = make_split(speakers, labels, "loso", fold)
+        assert len(s.test_speakers) == 1 and len(s.val_speakers) == 1
+        assert not set(s.test_speakers) & (set(s.train_speakers) | set(s.val_speakers))
+        assert not set(s.val_speakers) & set(s.train_speakers)
+        assert len(s.train) + len(s.val) + len(s.test) == len(speakers)
+        tested += s.test_speakers
+    assert sorted(tested) == sorted(set(speakers))
+    vals = {tuple(make_split(speakers, labels, "loso", f).val_speakers) for f in range(10)}
+    assert len(vals) == 10  # validation speaker rotates
+
+
+def test_ravdess_style_kfold_six_folds_of_four_actors():
+    speakers, labels = corpus(n_speakers=24, per=8)
+    seen = []
+    for fold in range(6):
+        s = make_split(speakers, labels, "kfold", fold, k=6, n_val_speakers=2)
+        assert len(s.test_speakers) == 4 and len(s.val_speakers) == 2 and len(s.train_speakers) == 18
+        seen += s.test_speakers
+    assert sorted(seen) == sorted(set(speakers))
+
+
+def test_random_split_is_labelled_speaker_dependent():
+    speakers, labels = corpus()
+    d = make_split(speakers, labels, "random", 0, k=5).describe()
+    assert d["speaker_independent"] is False and "speaker-dependent" in d["warning"]
+
+
+def test_errors_name_the_problem():
+    speakers, labels = corpus()
+    with pytest.raises(ValueError, match="out of range"):
+        make_split(speakers, labels, "loso", 10)
+    with pytest.raises(ValueError, match="speaker identities"):
+        make_split(["x:unknown"] * 30, labels[:30], "loso", 0)
+    leaky = Split("loso", 0, 2, np.arange(2), np.arange(0), np.arange(2, 3), ["a", "b"], [], ["b"])
+    with pytest.raises(SpeakerLeak):
+        assert_speaker_disjoint(leaky)
+
+
+def test_subsample_is_stratified():
+    speakers, labels = corpus()
+    s = make_split(speakers, labels, "loso", 0)
+    small = subsample_training(s.train, np.array(labels), 0.25, seed=0)
+    kept = np.array(labels)[small]
+    assert set(kept) == {"a", "b", "c"} and abs(len(small) - 0.25 * len(s.train)) <= 3
+    assert set(small) <= set(s.train)
+
+
+def test_metrics_match_sklearn_and_ci_brackets_estimate():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    p = np.where(rng.random(200) < 0.7, y, rng.integers(0, 4, 200))
+    m = classification_metrics(y, p, 5)  # class 4 absent from the test set: UA must ignore it
+    assert m["ua"] == pytest.approx(balanced_accuracy_score(y, p))
+    assert m["wa"] == pytest.approx(np.mean(y == p))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"), abs=1e-6)
+    assert np.sum(m["confusion"]) == 200 and m["per_class_recall"][4] is None
+    lo, hi = bootstrap_ci(y, p, n_boot=300)
+    assert lo < m["ua"] < hi and hi - lo < 0.3
+
+
+def run(fold, seed, ua, clips):
+    return {"fold": fold, "seed": seed, "test_clips": clips, "emotions": ["a", "b"], "_dir": f"r{fold}{seed}",
+            "metrics": {"ua": ua, "per_class_recall": [ua, ua]}}
+
+
+def test_paired_comparison_pairs_by_fold_and_seed():
+    base = [run(f, s, 0.5 + 0.01 * f, [f"x{f}"]) for f in range(5) for s in range(2)]
+    arm = [run(f, s, 0.55 + 0.01 * f + 0.002 * s, [f"x{f}"]) for f in range(5) for s in range(2)]
+    c = paired_comparison(arm, base)
+    assert c["n_pairs"] == 10 and c["wins"] == 10
+    assert c["delta_mean"] == pytest.approx(0.051)
+    assert c["delta_ci95"][0] > 0 and c["p_ttest"] < 1e-6
+    arm[0]["test_clips"] = ["other"]
+    with pytest.raises(ValueError, match="not a paired comparison"):
+        paired_comparison(arm, base)
+    lo, hi = mean_ci([1.0, 2.0, 3.0])
+    assert lo < 2.0 < hi
