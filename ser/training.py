@@ -82,7 +82,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     m, aug = cfg.model, cfg.aug
     dm = SERDataModule(
         data, split, normalization=m.input.normalization, size=m.input.get("size"), frames=m.input.get("frames"),
-        resize_method=m.input.get("resize_method", "bilinear"),
+        resize_method=m.input.get("resize_method", "bilinear"), pad=m.input.get("pad", "zero"),
         specaug=OmegaConf.to_container(aug.specaug) if aug.get("specaug") else None,
         batch_size=m.batch_size, num_workers=cfg.hardware.num_workers,
     )

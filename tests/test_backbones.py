@@ -61,3 +61,24 @@ def test_spectro_cnn_handles_any_length():
     net = build_backbone("spectro_cnn", num_classes=5, width=8, depth=3)
     assert net(torch.randn(3, 1, 128, 40)).shape == (3, 5)
     assert net(torch.randn(3, 1, 128, 200)).shape == (3, 5)
+
+
+def test_mel_tdnn_and_deep_ensemble():
+    net = build_backbone("mel_tdnn", num_classes=4, n_mels=32, channels=16, layers=2)
+    assert net(torch.randn(2, 1, 32, 50)).shape == (2, 4)
+    ens = build_backbone("mel_tdnn", num_classes=4, n_mels=32, channels=16, layers=2, ensemble=3)
+    x = torch.randn(5, 1, 32, 50)
+    members = [torch.softmax(z, -1) for z in ens.eval().member_logits(x)]
+    assert len(members) == 3 and not torch.allclose(members[0], members[1])  # different initialisations
+    assert torch.allclose(torch.softmax(ens(x), -1), torch.stack(members).mean(0), atol=1e-5)
+
+
+def test_ensemble_members_train_on_their_own_losses():
+    from ser.models.classifier import EmotionClassifier
+
+    model = EmotionClassifier({"arch": "mel_tdnn", "n_mels": 16, "channels": 8, "layers": 1, "ensemble": 2},
+                              num_classes=3, emotions=["a", "b", "c"])
+    x, y = torch.randn(6, 1, 16, 20), torch.tensor([0, 1, 2, 0, 1, 2])
+    loss = model.training_step((x, y), 0)
+    loss.backward()
+    assert all(p.grad is not None for p in model.net.members[1].parameters())

@@ -21,7 +21,7 @@ def test_every_group_option_composes(group):
 
 
 @pytest.mark.parametrize("name,dataset,model,split,folds", [
-    ("emodb_cpu", "emodb", "spectro_cnn", "loso", "range(10)"),
+    ("emodb_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
     ("ravdess_cpu", "ravdess", "spectro_cnn", "kfold", "range(6)"),
     ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
     ("ravdess_seed", "ravdess", "resnet50", "kfold", "range(6)"),

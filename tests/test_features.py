@@ -137,3 +137,12 @@ def test_transforms():
     assert resize(mel, (224, 224)).shape == (1, 224, 224)
     masked = spec_augment(torch.ones(1, 128, 100), freq_width=20, time_width=0.2, generator=torch.Generator().manual_seed(0))
     assert 0 < float((masked == 0).float().mean()) < 0.6
+
+
+def test_repeat_padding_keeps_clip_statistics():
+    import torch
+
+    mel = torch.randn(1, 128, 30)
+    padded = crop_or_pad(mel, 128, random=False, pad="repeat")
+    assert padded.shape == (1, 128, 128) and torch.equal(padded[..., 30:60], mel)
+    assert abs(float(padded.mean() - mel.mean())) < 0.05

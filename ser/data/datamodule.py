@@ -49,7 +49,7 @@ class MelDataset(Dataset):
 class SERDataModule(pl.LightningDataModule):
     def __init__(self, data: LabelledMels, split: Split, normalization: str = "global", size=None,
                  frames: int | None = None, resize_method: str = "bilinear", specaug: dict | None = None,
-                 batch_size: int = 32, num_workers: int = 0, extra_train: Dataset | None = None):
+                 pad: str = "zero", batch_size: int = 32, num_workers: int = 0, extra_train: Dataset | None = None):
         super().__init__()
         self.data, self.split = data, split
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -62,8 +62,8 @@ class SERDataModule(pl.LightningDataModule):
         elif normalization == "speaker":
             # Label-free statistics per speaker, test speakers included (transductive).
             self.normalizer.fit(data.mels, speakers)
-        self.train_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, specaug)
-        self.eval_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, None)
+        self.train_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, specaug, pad)
+        self.eval_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, None, pad)
         self._sets = {
             name: MelDataset([data.mels[i] for i in idx], labels[idx], [speakers[i] for i in idx],
                              self.train_pipeline if name == "train" else self.eval_pipeline, train=name == "train")

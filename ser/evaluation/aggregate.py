@@ -111,7 +111,8 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
         row["comparisons"] = {}
         for base in baselines or []:
             base_label = arm_label(baseline_of(row["arm_spec"], base))
-            if base_label != row["arm"] and base_label in by_arm:
+            reverse_done = any(row["arm"] in r.get("comparisons", {}) for r in rows if r["arm"] == base_label)
+            if base_label != row["arm"] and base_label in by_arm and not reverse_done:
                 cmp = paired_comparison(by_arm[row["arm"]], by_arm[base_label], metric)
                 if cmp:
                     row["comparisons"][base_label] = cmp

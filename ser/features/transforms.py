@@ -68,13 +68,18 @@ def resize(mel: torch.Tensor, size: tuple[int, int], method: str = "bilinear") -
     return F.interpolate(mel.unsqueeze(0), size=tuple(size), mode=method, **kwargs).squeeze(0)
 
 
-def crop_or_pad(mel: torch.Tensor, frames: int, random: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fix the time axis to `frames`: a random (training) or centred crop, or zero padding around."""
+def crop_or_pad(mel: torch.Tensor, frames: int, random: bool, generator: torch.Generator | None = None,
+                pad: str = "zero") -> torch.Tensor:
+    """Fix the time axis to `frames`: a random (training) or centred crop of long clips; short
+    clips are zero-padded around (pad="zero") or repeated end to end (pad="repeat", which keeps
+    the clip's statistics, so pooling over time is not diluted by silence)."""
     t = mel.shape[-1]
     if t > frames:
         start = int(torch.randint(0, t - frames + 1, (1,), generator=generator)) if random else (t - frames) // 2
         return mel[..., start:start + frames]
     if t < frames:
+        if pad == "repeat":
+            return mel.repeat(1, 1, -(-frames // t))[..., :frames]
         left = (frames - t) // 2
         return F.pad(mel, (left, frames - t - left))
     return mel
@@ -101,16 +106,16 @@ class InputPipeline:
     """Normalise, then size, then (training only) augment: the model's view of a cached log-mel."""
 
     def __init__(self, normalizer: MelNormalizer, size=None, frames: int | None = None,
-                 resize_method: str = "bilinear", specaug: dict | None = None):
+                 resize_method: str = "bilinear", specaug: dict | None = None, pad: str = "zero"):
         if size is None and frames is None:
             raise ValueError("set input.size (e.g. [224, 224]) or input.frames (native resolution)")
         self.normalizer, self.size, self.frames = normalizer, size, frames
-        self.resize_method, self.specaug = resize_method, specaug
+        self.resize_method, self.specaug, self.pad = resize_method, specaug, pad
 
     def __call__(self, mel: torch.Tensor, speaker: str | None, train: bool) -> torch.Tensor:
         x = self.normalizer(mel, speaker)
         if self.frames is not None:
-            x = crop_or_pad(x, self.frames, random=train)
+            x = crop_or_pad(x, self.frames, random=train, pad=self.pad)
         if self.size is not None:
             x = resize(x, self.size, self.resize_method)
         if train and self.specaug:

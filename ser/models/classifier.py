@@ -35,6 +35,12 @@ class EmotionClassifier(pl.LightningModule):
     def _loss(self, logits, y):
         return F.cross_entropy(logits, y, weight=self.class_weights, label_smoothing=self.hparams.label_smoothing)
 
+    def _logits_for_training(self, x):
+        # An ensemble trains each member on its own loss (independent members), not the average.
+        if hasattr(self.net, "member_logits"):
+            return self.net.member_logits(x)
+        return [self(x)]
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         alpha = self.hparams.mixup_alpha
@@ -42,10 +48,11 @@ class EmotionClassifier(pl.LightningModule):
             # mixup (Zhang et al. 2018): train on convex combinations of pairs of examples.
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
             perm = torch.randperm(x.shape[0], device=x.device)
-            logits = self(lam * x + (1 - lam) * x[perm])
-            loss = lam * self._loss(logits, y) + (1 - lam) * self._loss(logits, y[perm])
+            outs = self._logits_for_training(lam * x + (1 - lam) * x[perm])
+            loss = sum(lam * self._loss(z, y) + (1 - lam) * self._loss(z, y[perm]) for z in outs) / len(outs)
         else:
-            loss = self._loss(self(x), y)
+            outs = self._logits_for_training(x)
+            loss = sum(self._loss(z, y) for z in outs) / len(outs)
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 

@@ -42,7 +42,8 @@ def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, MelNormaliz
 
 def eval_pipeline(normalizer: MelNormalizer, spec: dict) -> InputPipeline:
     i = spec["input"]
-    return InputPipeline(normalizer, size=i.get("size"), frames=i.get("frames"), resize_method=i.get("resize_method", "bilinear"))
+    return InputPipeline(normalizer, size=i.get("size"), frames=i.get("frames"),
+                         resize_method=i.get("resize_method", "bilinear"), pad=i.get("pad", "zero"))
 
 
 @torch.no_grad()
