@@ -116,7 +116,11 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0,
     )
     resume = run_dir / "checkpoints" / "last.ckpt"
-    trainer.fit(model, datamodule=dm, ckpt_path=str(resume) if cfg.get("resume", True) and resume.exists() else None)
+    if cfg.get("resume", True) and resume.exists():
+        log.info("resuming from %s", resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume), weights_only=True)
+    else:
+        trainer.fit(model, datamodule=dm)
     if trainer.global_rank != 0:
         return None, None, None
     use = checkpoint.best_model_path if (m.select == "best" and checkpoint.best_model_path) else latest.best_model_path

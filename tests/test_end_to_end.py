@@ -89,7 +89,8 @@ def test_sweep_then_evaluate(tmp_path, cache_dir):
     run_script("train.py", "-m", *TINY, "aug=none,specaug", "split.fold=0,1", f"paths.cache_dir={cache_dir}",
                f"hydra.sweep.dir={sweep}", "logger=none")
     assert len(list(sweep.rglob("results.json"))) == 4
-    run_script("evaluate.py", f"runs=[{sweep}]", "baselines=[{aug:none}]")
+    run_script("evaluate.py", f"runs=[{sweep}]", "baselines=[{aug:none}]", "wandb=true")
+    assert list((sweep / "summary" / "wandb").glob("offline-run-*"))  # the table, logged offline
     summary = json.loads((sweep / "summary" / "summary.json").read_text())
     arms = {a["arm_spec"]["aug"]: a for a in summary["arms"]}
     assert len(arms) == 2 and arms["none"]["arm_spec"]["model.epochs"] == "2"  # overrides define the arm
@@ -102,3 +103,15 @@ def test_sweep_then_evaluate(tmp_path, cache_dir):
     table = (sweep / "summary" / "summary.md").read_text()
     assert "Paired comparisons" in table and "specaug" in table
     assert (sweep / "summary" / "summary.png").stat().st_size > 1000
+
+
+def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
+    out = tmp_path / "resume"
+    run_script("train.py", *TINY, "model.epochs=1", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}", "logger=none")
+    # Same run dir, longer schedule: training continues from epoch 1 instead of starting over.
+    proc = run_script("train.py", *TINY, "model.epochs=3", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}",
+                      "logger=none")
+    log = proc.stdout + proc.stderr
+    assert "resuming from" in log and "Restoring states from the checkpoint" in log
+    r = json.loads((out / "results.json").read_text())
+    assert r["epochs_trained"] == 3

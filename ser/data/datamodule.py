@@ -11,7 +11,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ser.data.corpora import Clip
 from ser.data.splits import Split
-from ser.features.transforms import InputPipeline, MelNormalizer
+from ser.features.transforms import InputPipeline, MelNormalizer, pad_batch
 
 
 @dataclass
@@ -80,9 +80,13 @@ class SERDataModule(pl.LightningDataModule):
     def dataset(self, name: str) -> Dataset:
         return self._sets[name]
 
+    def _collate(self, batch):
+        xs, ys = zip(*batch)
+        return pad_batch(list(xs), self.train_pipeline.pad), torch.tensor(ys)
+
     def _loader(self, dataset, shuffle: bool):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+                          persistent_workers=self.num_workers > 0, drop_last=False, collate_fn=self._collate)
 
     def train_dataloader(self):
         train = self._sets["train"]

@@ -103,12 +103,15 @@ def spec_augment(mel: torch.Tensor, freq_masks: int = 2, freq_width: int = 12, t
 
 
 class InputPipeline:
-    """Normalise, then size, then (training only) augment: the model's view of a cached log-mel."""
+    """Normalise, then size, then (training only) augment: the model's view of a cached log-mel.
+
+    size=[H, W] resizes to an image (the reference recipe: 224x224); frames=N crops or pads the
+    time axis to N frames at native mel resolution; neither keeps each clip's own length (batches
+    are then padded to their longest clip by `pad_batch`).
+    """
 
     def __init__(self, normalizer: MelNormalizer, size=None, frames: int | None = None,
                  resize_method: str = "bilinear", specaug: dict | None = None, pad: str = "zero"):
-        if size is None and frames is None:
-            raise ValueError("set input.size (e.g. [224, 224]) or input.frames (native resolution)")
         self.normalizer, self.size, self.frames = normalizer, size, frames
         self.resize_method, self.specaug, self.pad = resize_method, specaug, pad
 
@@ -121,3 +124,9 @@ class InputPipeline:
         if train and self.specaug:
             x = spec_augment(x, **self.specaug)
         return x
+
+
+def pad_batch(inputs: list[torch.Tensor], pad: str = "repeat") -> torch.Tensor:
+    """Stack inputs of different lengths, padding each to the longest (for native-length models)."""
+    longest = max(x.shape[-1] for x in inputs)
+    return torch.stack([crop_or_pad(x, longest, random=False, pad=pad) for x in inputs])

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ser.features.transforms import InputPipeline, MelNormalizer
+from ser.features.transforms import InputPipeline, MelNormalizer, pad_batch
 from ser.models.backbones import build_backbone
 
 NORM_PREFIX = "normalizer."
@@ -48,11 +48,17 @@ def eval_pipeline(normalizer: MelNormalizer, spec: dict) -> InputPipeline:
 
 @torch.no_grad()
 def predict_proba(net: torch.nn.Module, inputs: list[torch.Tensor], batch_size: int = 32,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
-    """Class probabilities for already-prepared inputs (1, H, W), in order."""
+                  device: str | torch.device = "cpu", pad: str = "repeat") -> torch.Tensor:
+    """Class probabilities for already-prepared inputs (1, H, W), in order.
+
+    Inputs of different lengths (native-length models) are scored one at a time, so no clip is
+    padded at test time.
+    """
     net = net.to(device).eval()
+    if len({tuple(x.shape) for x in inputs}) > 1:
+        batch_size = 1
     out = []
     for start in range(0, len(inputs), batch_size):
-        x = torch.stack(inputs[start:start + batch_size]).to(device)
+        x = pad_batch(inputs[start:start + batch_size], pad).to(device)
         out.append(torch.softmax(net(x).float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.empty(0)
