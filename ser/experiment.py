@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 # Overrides that vary *within* an arm (replicates) or do not change what is measured.
-NOT_ARM = ("split.fold", "seed", "hydra", "paths", "logger", "hardware", "resume", "features.workers",
-           "experiment", "evaluation")
-ARM_GROUPS = ("dataset", "model", "aug", "split", "diffusion")
+NOT_ARM = ("split.fold", "seed", "hydra", "paths", "logger", "hardware", "resume", "features.workers", "evaluation")
+# A preset sets values of its own (e.g. emodb_cpu's ensemble size), so it is part of the arm.
+ARM_GROUPS = ("experiment", "dataset", "model", "aug", "split", "diffusion")
 
 
 def run_dir_of() -> Path:

@@ -42,7 +42,7 @@ def cache_dir(tmp_path_factory) -> Path:
 
 # Overrides that make any train.py run tiny: 4 synthetic speakers, 3 clips each, 2 epochs.
 TINY_TRAINING = [
-    "model.epochs=2", "model.input.frames=32", "model.backbone.width=8", "model.backbone.depth=3",
+    "model.epochs=2", "model.backbone.channels=16", "model.backbone.layers=2",
     "hardware.progress_bar=false", "evaluation.n_bootstrap=50", "features.workers=1",
 ]
 TINY = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", *TINY_TRAINING]

@@ -44,3 +44,4 @@ def test_reference_recipe_is_the_published_one():
 def test_default_is_synthetic_on_cpu():
     cfg = compose_train()
     assert cfg.dataset.kind == "synthetic" and cfg.hardware.accelerator == "cpu"
+    assert cfg.model.name == "mel_tdnn"

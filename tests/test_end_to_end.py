@@ -96,7 +96,7 @@ def test_sweep_then_evaluate(tmp_path, cache_dir):
     assert len(arms) == 2 and arms["none"]["arm_spec"]["model.epochs"] == "2"  # overrides define the arm
     spec = arms["specaug"]
     assert spec["n_runs"] == 2 and spec["folds"] == [0, 1]
-    assert spec["arm_spec"]["dataset"] == "synthetic" and spec["arm_spec"]["model"] == "spectro_cnn"
+    assert spec["arm_spec"]["dataset"] == "synthetic" and spec["arm_spec"]["model"] == "mel_tdnn"
     assert list(spec["comparisons"]) == [arms["none"]["arm"]] and arms["none"]["comparisons"] == {}
     cmp = spec["comparisons"][arms["none"]["arm"]]
     assert cmp["n_pairs"] == 2 and set(cmp["per_class_delta"]) == {"neutral", "happy", "sad", "angry"}
@@ -106,12 +106,26 @@ def test_sweep_then_evaluate(tmp_path, cache_dir):
 
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
     out = tmp_path / "resume"
-    run_script("train.py", *TINY, "model.epochs=1", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}", "logger=none")
-    # Same run dir, longer schedule: training continues from epoch 1 instead of starting over.
-    proc = run_script("train.py", *TINY, "model.epochs=3", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}",
-                      "logger=none")
-    log = proc.stdout + proc.stderr
-    assert "resuming from" in log and "Restoring states from the checkpoint" in log
+    args = [*TINY, "model.epochs=40", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}", "logger=none"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while not last.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the power goes out mid-training
+    proc.wait()
+    assert last.exists() and not (out / "results.json").exists()
+    log = run_script("train.py", *args)  # the same command again
+    assert "resuming from" in log.stdout + log.stderr
     r = json.loads((out / "results.json").read_text())
-    assert r["epochs_trained"] == 3
+    assert r["epochs_trained"] == 40

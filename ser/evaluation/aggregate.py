@@ -137,7 +137,8 @@ def short_labels(rows: list[dict]) -> tuple[dict[str, str], str]:
     keys = sorted({k for s in specs for k in s})
     varying = [k for k in keys if len({s.get(k) for s in specs}) > 1]
     common = [k for k in keys if k not in varying]
-    names = {r["arm"]: (",".join(f"{k}={r['arm_spec'].get(k)}" for k in varying) or r["arm"]) for r in rows}
+    names = {r["arm"]: (",".join(f"{k}={r['arm_spec'][k]}" for k in varying if k in r["arm_spec"]) or r["arm"])
+             for r in rows}
     shared = ",".join(f"{k}={specs[0][k]}" for k in common)
     return names, shared
 

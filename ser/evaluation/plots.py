@@ -41,6 +41,9 @@ def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dic
         lo, hi = row[metric]["ci95"]
         ax.errorbar(row[metric]["mean"], i, xerr=[[row[metric]["mean"] - lo], [hi - row[metric]["mean"]]],
                     fmt="o", color="C0", capsize=3, zorder=2)
+    if metric in ("ua", "wa") and rows:
+        ax.axvline(1 / len(rows[0]["emotions"]), color="C3", ls="--", lw=1, label="chance")
+        ax.legend(loc="lower right", fontsize=7)
     ax.set_yticks(range(len(rows)), [(names or {}).get(r["arm"], r["arm"]) for r in rows], fontsize=8)
     ax.set_xlabel(f"{metric.upper()} (mean, 95% CI; grey: each fold x seed)")
     ax.grid(axis="x", alpha=0.3)
