@@ -109,9 +109,12 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     rows = [summarize_arm(rs) for _, rs in sorted(by_arm.items())]
     for row in rows:
         row["comparisons"] = {}
-        for base in baselines or []:
+    # Baselines in the order given: the first is the reference (e.g. aug=none); a pair already
+    # compared one way round is not repeated the other way.
+    for base in baselines or []:
+        for row in rows:
             base_label = arm_label(baseline_of(row["arm_spec"], base))
-            reverse_done = any(row["arm"] in r.get("comparisons", {}) for r in rows if r["arm"] == base_label)
+            reverse_done = any(row["arm"] in r["comparisons"] for r in rows if r["arm"] == base_label)
             if base_label != row["arm"] and base_label in by_arm and not reverse_done:
                 cmp = paired_comparison(by_arm[row["arm"]], by_arm[base_label], metric)
                 if cmp:
