@@ -107,7 +107,7 @@ def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: b
                              for _ in range(ensemble)])
     if arch in ("spectro_cnn", "mel_tdnn"):
         if pretrained or weights:
-            raise ValueError(f"{arch} has no pretrained weights; set model.backbone.pretrained=false")
+            raise ValueError(f"{arch} has no pretrained weights; set model.pretrained=false")
         cls = SpectroCNN if arch == "spectro_cnn" else MelTDNN
         return cls(num_classes, in_chans, drop_rate=drop_rate, **kwargs)
     common = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)

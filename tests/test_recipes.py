@@ -1,0 +1,61 @@
+"""The reference recipe and the corpus configs, through train.py, at toy scale."""
+
+import json
+
+import pytest
+
+from conftest import run_script, write_wav, tone
+
+pytestmark = pytest.mark.slow
+
+
+def test_reference_resnet50_recipe_with_a_local_weights_file(tmp_path, cache_dir):
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "resnet50.safetensors"  # stands in for ImageNet weights, which cannot be downloaded here
+    save_file(timm.create_model("resnet50", pretrained=False).state_dict(), str(weights))
+    out = tmp_path / "ref"
+    # The recipe as configured, shrunk only in data, image size and epochs.
+    run_script("train.py", "model=resnet50", f"model.weights={weights}", "model.input.size=[64,64]", "model.epochs=1",
+               "model.batch_size=8", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
+               "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}",
+               f"hydra.run.dir={out}", "logger=none")
+    r = json.loads((out / "results.json").read_text())
+    assert r["weights"] == str(weights) and r["selected_checkpoint"] == "best.ckpt"
+    assert r["config"]["model"]["optimizer"] == "adam" and r["config"]["model"]["lr"] == 1e-3
+    spec = json.loads((out / "model" / "model.json").read_text())
+    assert spec["input"]["size"] == [64, 64] and spec["backbone"]["arch"] == "resnet50"
+
+
+def test_reference_recipe_offline_without_weights_stops_with_the_fix(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
+    with pytest.raises(AssertionError) as err:
+        run_script("train.py", "model=resnet50", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
+                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'x'}", "logger=none")
+    assert "model.weights=" in str(err.value) and "model.pretrained=false" in str(err.value)
+
+
+def test_combined_corpora_speaker_disjoint_kfold_low_data(tmp_path, cache_dir):
+    root = tmp_path / "data"
+    for actor in range(1, 5):  # RAVDESS: neutral, happy, sad, angry, calm (calm is RAVDESS-only)
+        for e, code in enumerate(["01", "03", "04", "05", "02"]):
+            for rep in ("01", "02"):
+                write_wav(root / "ravdess" / f"Actor_{actor:02d}" / f"03-01-{code}-01-01-{rep}-{actor:02d}.wav",
+                          tone(1.0, f0=120 + 40 * e, seed=actor))
+    for spk in ("03", "08", "09"):  # EmoDB: neutral, happy, sad, angry, boredom (boredom is EmoDB-only)
+        for e, letter in enumerate("NFTWL"):
+            for ver in "ab":
+                write_wav(root / "emodb" / "wav" / f"{spk}a01{letter}{ver}.wav", tone(1.0, f0=130 + 40 * e, seed=int(spk)))
+    out = tmp_path / "comb"
+    run_script("train.py", "dataset=combined", f"paths.data_root={root}", "split=kfold", "split.k=3", "split.fold=1",
+               "split.n_val_speakers=1", "dataset.train_fraction=0.5", "model.epochs=1", "model.backbone.channels=8",
+               "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}",
+               f"hydra.run.dir={out}", "logger=none")
+    r = json.loads((out / "results.json").read_text())
+    assert r["emotions"] == ["neutral", "happy", "sad", "angry"]  # shared classes only
+    speakers = set(r["train_speakers"]) | set(r["val_speakers"]) | set(r["test_speakers"])
+    assert {s.split(":")[0] for s in speakers} == {"ravdess", "emodb"} and len(speakers) == 7
+    assert not set(r["test_speakers"]) & (set(r["train_speakers"]) | set(r["val_speakers"]))
+    total = 4 * 4 * 2 + 3 * 4 * 2
+    assert r["n_train"] + r["n_val"] + r["n_test"] < total  # half of the training clips were dropped
