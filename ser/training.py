@@ -86,6 +86,11 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         specaug=OmegaConf.to_container(aug.specaug) if aug.get("specaug") else None,
         batch_size=m.batch_size, num_workers=cfg.hardware.num_workers,
     )
+    synthetic_info = None
+    if aug.get("synthetic"):
+        from ser.diffusion.mixing import synthetic_training_set
+
+        dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, len(split.train), cfg.seed)
     counts = dm.class_counts()
     class_weights = None
     if m.class_weights == "balanced":
@@ -139,6 +144,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         "weights": backbone.get("weights") or ("timm hub (ImageNet)" if backbone.get("pretrained") else "none: trained from scratch"),
         "normalization": m.input.normalization,
         "transductive": m.input.normalization == "speaker",
+        "synthetic": synthetic_info,
     }
     return y_prob, extra, loggers
 

@@ -45,3 +45,13 @@ def test_default_is_synthetic_on_cpu():
     cfg = compose_train()
     assert cfg.dataset.kind == "synthetic" and cfg.hardware.accelerator == "cpu"
     assert cfg.model.name == "mel_tdnn"
+
+
+@pytest.mark.parametrize("recipe", ["cpu", "ddpm_seed"])
+def test_generate_config_composes(recipe):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("generate", overrides=[f"diffusion={recipe}"])
+    assert cfg.diffusion.num_train_timesteps == 1000 and cfg.sample.sampler in ("ddpm", "ddim", "dpmsolver++")
+    if recipe == "ddpm_seed":
+        d = cfg.diffusion
+        assert (d.per_emotion, d.image_size, d.batch_size, d.epochs) == (True, 128, 16, 10)

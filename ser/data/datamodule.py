@@ -75,7 +75,11 @@ class SERDataModule(pl.LightningDataModule):
         return len(self.data.emotions)
 
     def class_counts(self) -> np.ndarray:
-        return np.bincount(self.data.labels[self.split.train], minlength=self.num_classes)
+        """Training examples per class, synthetic ones included (they change the balance)."""
+        labels = self.data.labels[self.split.train]
+        if self.extra_train is not None:
+            labels = np.concatenate([labels, np.asarray(self.extra_train.labels)])
+        return np.bincount(labels, minlength=self.num_classes)
 
     def dataset(self, name: str) -> Dataset:
         return self._sets[name]

@@ -146,7 +146,7 @@ class SpectrogramDDPM(pl.LightningModule):
     def load_generator(cls, path: str | Path) -> tuple["SpectrogramDDPM", dict]:
         path = Path(path)
         meta = json.loads((path / "metadata.json").read_text())
-        unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True)
+        unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
         model = cls.__new__(cls)
         pl.LightningModule.__init__(model)
         model.save_hyperparameters({"unet": {}, "num_classes": meta["num_classes"], "p_uncond": meta["p_uncond"],

@@ -1,0 +1,156 @@
+"""The generate.py job: train a generator on one fold's training speakers, then sample from it.
+
+Outputs (in `generator_dir`, shared by every train.py run of the fold):
+  <generator_dir>/[<emotion>/]unet, scheduler, metadata.json   the generator(s), safetensors
+  <synthetic_dir>/synthetic.safetensors                        N spectrograms per emotion, in dB
+  <synthetic_dir>/grid_<emotion>.png, <emotion>_<k>.wav         to look at and listen to
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import soundfile as sf
+import torch
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, TensorDataset
+
+from ser.diffusion.module import SpectrogramDDPM
+from ser.diffusion.scaling import db_to_model, from_image, model_to_db, to_image
+
+log = logging.getLogger(__name__)
+
+
+def training_images(data, indices, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([to_image(db_to_model(data.mels[i]), size) for i in indices])
+    return images, torch.as_tensor(data.labels[indices])
+
+
+def fit_generator(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> SpectrogramDDPM:
+    d, hw = cfg.diffusion, cfg.hardware
+    model = SpectrogramDDPM(OmegaConf.to_container(d.unet, resolve=True), num_classes=num_classes,
+                            num_train_timesteps=d.num_train_timesteps, beta_schedule=d.beta_schedule, lr=d.lr,
+                            p_uncond=d.p_uncond, ema_decay=d.ema_decay)
+    y = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
+    loader = DataLoader(TensorDataset(images, y), batch_size=d.batch_size, shuffle=True, drop_last=False)
+    trainer = pl.Trainer(accelerator=hw.accelerator, devices=hw.devices, strategy=hw.strategy, precision=hw.precision,
+                         max_epochs=d.epochs, max_steps=d.max_steps, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=hw.progress_bar, enable_model_summary=False)
+    trainer.fit(model, loader)
+    log.info("generator trained: %d steps (%d images, batch %d)", trainer.global_step, len(images), d.batch_size)
+    return model
+
+
+def run_generate(cfg: DictConfig) -> dict:
+    from ser.training import prepare
+
+    pl.seed_everything(cfg.seed)
+    data, split = prepare(cfg)
+    gen_dir, syn_dir = Path(cfg.generator_dir), Path(cfg.synthetic_dir)
+    size, emotions = cfg.diffusion.image_size, data.emotions
+    frames = cfg.sample.frames or int(np.median([data.mels[i].shape[-1] for i in split.train]))
+    # Training speakers only: never the fold's test speakers (and not its validation speakers).
+    meta = {"emotions": emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
+            "protocol": split.protocol, "fold": split.fold, "image_size": size, "frames": frames,
+            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.seed}
+    started = time.time()
+    if cfg.mode in ("train", "train_sample"):
+        images, labels = training_images(data, split.train, size)
+        if cfg.diffusion.per_emotion:
+            for k, emotion in enumerate(emotions):
+                model = fit_generator(cfg, images[labels == k], None, num_classes=0)
+                model.save_generator(gen_dir / emotion, {**meta, "emotion": emotion})
+        else:
+            fit_generator(cfg, images, labels, num_classes=len(emotions)).save_generator(gen_dir, meta)
+    meta["train_time_s"] = round(time.time() - started, 1)
+    if cfg.mode in ("sample", "train_sample"):
+        sample_set(cfg, gen_dir, syn_dir, emotions, frames, n_mels=data.mels[0].shape[-2])
+    return meta
+
+
+def load_generators(gen_dir: Path, emotions: list[str]) -> dict:
+    """{emotion index: (model, label or None, metadata)} for a conditional or a per-emotion generator."""
+    if (gen_dir / "metadata.json").is_file():
+        model, meta = SpectrogramDDPM.load_generator(gen_dir)
+        return {k: (model, k, meta) for k in range(len(emotions))}
+    out = {}
+    for k, emotion in enumerate(emotions):
+        if not (gen_dir / emotion / "metadata.json").is_file():
+            raise FileNotFoundError(f"no generator at {gen_dir} (nor {gen_dir / emotion}); run generate.py mode=train first")
+        model, meta = SpectrogramDDPM.load_generator(gen_dir / emotion)
+        out[k] = (model, None, meta)
+    return out
+
+
+def sample_set(cfg: DictConfig, gen_dir: Path, syn_dir: Path, emotions: list[str], frames: int, n_mels: int) -> Path:
+    s = cfg.sample
+    generators = load_generators(gen_dir, emotions)
+    mels, labels = [], []
+    started = time.time()
+    for k, (model, label, _) in generators.items():
+        imgs = model.sample(s.n_per_emotion, label=label, sampler=s.sampler, steps=s.steps, guidance=s.guidance,
+                            seed=cfg.seed * 1000 + k)
+        mels.append(model_to_db(from_image(imgs.cpu(), n_mels, frames)))
+        labels += [k] * s.n_per_emotion
+    seconds = time.time() - started
+    mels = torch.cat(mels)
+    meta = next(iter(generators.values()))[2]
+    syn_dir.mkdir(parents=True, exist_ok=True)
+    info = {"emotions": emotions, "train_speakers": meta["train_speakers"], "sampler": s.sampler, "steps": s.steps,
+            "guidance": s.guidance, "n_per_emotion": s.n_per_emotion, "seconds_per_sample": seconds / len(labels),
+            "generator_dir": str(gen_dir)}
+    path = syn_dir / "synthetic.safetensors"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    save_file({"mels": mels.contiguous(), "labels": torch.tensor(labels)}, str(tmp),
+              metadata={"info": json.dumps(info)})
+    os.replace(tmp, path)
+    _grids(mels, labels, emotions, syn_dir)
+    _listen(cfg, mels, labels, emotions, syn_dir)
+    log.info("%d synthetic spectrograms (%.2f s each) -> %s", len(labels), info["seconds_per_sample"], path)
+    return path
+
+
+def load_synthetic_set(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(mels in dB (N, 1, n_mels, T), labels, info incl. the generator's training speakers)."""
+    from safetensors import safe_open
+
+    tensors = load_file(str(path))
+    with safe_open(str(path), framework="pt") as f:
+        info = json.loads(f.metadata()["info"])
+    return tensors["mels"], tensors["labels"], info
+
+
+def _grids(mels, labels, emotions, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = np.asarray(labels)
+    for k, emotion in enumerate(emotions):
+        picks = np.flatnonzero(labels == k)[:8]
+        fig, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 2.0), squeeze=False)
+        for ax, i in zip(axes[0], picks):
+            ax.imshow(mels[i, 0].numpy(), origin="lower", aspect="auto", vmin=-80, vmax=0, cmap="magma")
+            ax.axis("off")
+        fig.suptitle(f"generated: {emotion}", fontsize=9)
+        fig.savefig(out / f"grid_{emotion}.png", dpi=100)
+        plt.close(fig)
+
+
+def _listen(cfg, mels, labels, emotions, out: Path) -> None:
+    from ser.features.mel import MelParams, mel_to_audio
+
+    p = MelParams(**{k: cfg.features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
+    labels = np.asarray(labels)
+    for k, emotion in enumerate(emotions):
+        for j, i in enumerate(np.flatnonzero(labels == k)[: cfg.listen.n_per_emotion]):
+            y = mel_to_audio(mels[i, 0].numpy(), p, n_iter=cfg.listen.griffin_lim_iters)
+            sf.write(out / f"{emotion}_{j}.wav", y, p.sr, subtype="PCM_16")

@@ -1,0 +1,44 @@
+"""Synthetic spectrograms as extra training data for one run (aug=ddpm), fold safety enforced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ser.data.datamodule import MelDataset
+from ser.diffusion.job import load_synthetic_set
+from ser.diffusion.module import assert_fold_safe
+
+SYNTHETIC_SPEAKER = "synthetic"
+
+
+class MissingSyntheticData(FileNotFoundError):
+    pass
+
+
+def synthetic_training_set(cfg, dm, split, emotions: list[str], n_real: int, seed: int) -> tuple[MelDataset, dict]:
+    s = cfg.aug.synthetic
+    path = Path(s.path)
+    if not path.is_file():
+        raise MissingSyntheticData(
+            f"no synthetic spectrograms for this run at {path}. Make them with the same dataset and fold:\n"
+            f"  python generate.py dataset={cfg.dataset.name} split={split.protocol} split.fold={split.fold} "
+            f"diffusion={s.recipe} seed={s.seed} paths.data_root={cfg.paths.data_root} paths.cache_dir={cfg.paths.cache_dir}\n"
+            f"(add the same dataset.* overrides you gave train.py)"
+        )
+    mels, labels, info = load_synthetic_set(path)
+    assert_fold_safe(info, split.test_speakers, where=str(path))
+    if info["emotions"] != emotions:
+        raise ValueError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
+    n = int(round(s.ratio * n_real))
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(labels), size=n, replace=n > len(labels))
+    chosen = [mels[i] for i in picks]
+    # The generator is normalised like one more speaker (label-free statistics of its own output).
+    dm.normalizer.add_speaker(SYNTHETIC_SPEAKER, chosen)
+    dataset = MelDataset(chosen, labels[picks].numpy(), [SYNTHETIC_SPEAKER] * n, dm.train_pipeline, train=True)
+    return dataset, {"path": str(path), "n_used": n, "ratio": float(s.ratio), "n_available": int(len(labels)),
+                     "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],
+                     "steps": info["steps"], "guidance": info["guidance"]}

@@ -1,0 +1,83 @@
+"""generate.py end to end at toy scale: fold-safe generators, a synthetic set, grids and audio."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import run_script
+from ser.diffusion.job import load_synthetic_set
+from ser.diffusion.module import GeneratorFoldLeak, assert_fold_safe
+
+pytestmark = pytest.mark.slow
+
+TINY_GEN = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "diffusion.epochs=2", "diffusion.image_size=16",
+            "diffusion.unet.block_out_channels=[16,32]", "diffusion.unet.norm_num_groups=8",
+            "diffusion.unet.down_block_types=[DownBlock2D,DownBlock2D]", "diffusion.unet.up_block_types=[UpBlock2D,UpBlock2D]",
+            "sample.n_per_emotion=2", "sample.steps=5", "listen.n_per_emotion=1", "listen.griffin_lim_iters=4",
+            "hardware.progress_bar=false"]
+
+
+def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
+    run_script("generate.py", *TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator_dir={tmp_path / 'gen'}",
+               f"hydra.run.dir={tmp_path / 'run'}")
+    meta = json.loads((tmp_path / "gen" / "metadata.json").read_text())
+    # Fold 0 of LOSO tests on spk00, validates on spk01: the generator saw spk02 and spk03 only.
+    assert meta["train_speakers"] == ["synthetic:spk02", "synthetic:spk03"]
+    assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    mels, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
+    assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "dpmsolver++"
+    assert_fold_safe(info, ["synthetic:spk00"])
+    with pytest.raises(GeneratorFoldLeak):
+        assert_fold_safe(info, ["synthetic:spk02"])  # a fold that tests on spk02 must refuse it
+    for emotion in ("neutral", "happy", "sad", "angry"):
+        assert (tmp_path / "gen" / "synthetic" / f"grid_{emotion}.png").stat().st_size > 1000
+        y, sr = sf.read(tmp_path / "gen" / "synthetic" / f"{emotion}_0.wav")
+        frames = mels.shape[-1]
+        assert sr == 22050 and abs(len(y) - (frames - 1) * 512) <= 2048
+        assert np.sqrt(np.mean(y ** 2)) > 0.01  # not silent
+
+
+def test_reference_recipe_trains_one_generator_per_emotion(tmp_path, cache_dir):
+    run_script("generate.py", "diffusion=ddpm_seed", *TINY_GEN, "diffusion.unet.layers_per_block=1",
+               f"paths.cache_dir={cache_dir}", f"generator_dir={tmp_path / 'gen'}", "mode=train",
+               f"hydra.run.dir={tmp_path / 'run'}")
+    for emotion in ("neutral", "happy", "sad", "angry"):
+        meta = json.loads((tmp_path / "gen" / emotion / "metadata.json").read_text())
+        assert meta["emotion"] == emotion and meta["num_classes"] == 0
+    run_script("generate.py", "diffusion=ddpm_seed", *TINY_GEN, f"paths.cache_dir={cache_dir}",
+               f"generator_dir={tmp_path / 'gen'}", "mode=sample", "sample.sampler=ddim", f"hydra.run.dir={tmp_path / 'run2'}")
+    _, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
+    assert len(labels) == 8 and info["sampler"] == "ddim"
+
+
+def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
+    from conftest import TINY
+
+    run_script("generate.py", "-m", *TINY_GEN, "split.fold=0,1", f"paths.cache_dir={tmp_path / 'c'}",
+               "sample.n_per_emotion=4", f"hydra.sweep.dir={tmp_path / 'gen'}")
+    sweep = tmp_path / "sweep"
+    run_script("train.py", "-m", *TINY, "aug=none,ddpm", "split.fold=0,1", f"paths.cache_dir={tmp_path / 'c'}",
+               f"hydra.sweep.dir={sweep}", "logger=none")
+    results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    ddpm = [r for r in results if r["arm"]["aug"] == "ddpm"]
+    assert len(results) == 4 and len(ddpm) == 2
+    for r in ddpm:
+        syn = r["synthetic"]
+        assert syn["n_used"] == r["n_train"] and not set(syn["generator_train_speakers"]) & set(r["test_speakers"])
+    run_script("evaluate.py", f"runs=[{sweep}]")
+    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    arm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
+    assert list(arm["comparisons"]) and next(iter(arm["comparisons"].values()))["n_pairs"] == 2
+
+    # A generator trained on fold 0's speakers includes spk02, the test speaker of fold 2: refused.
+    fold0 = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic" / "synthetic.safetensors"
+    with pytest.raises(AssertionError, match="GeneratorFoldLeak|test speaker"):
+        run_script("train.py", *TINY, "aug=ddpm", "split.fold=2", f"aug.synthetic.path={fold0}",
+                   f"paths.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'leak'}", "logger=none")
+    # Missing synthetic data names the command that makes it.
+    with pytest.raises(AssertionError, match="python generate.py dataset=synthetic split=loso split.fold=3"):
+        run_script("train.py", *TINY, "aug=ddpm", "split.fold=3", f"paths.cache_dir={tmp_path / 'c'}",
+                   f"hydra.run.dir={tmp_path / 'missing'}", "logger=none")
