@@ -87,9 +87,9 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         batch_size=m.batch_size, num_workers=cfg.hardware.num_workers,
     )
     synthetic_info = None
-    if aug.get("synthetic"):
-        from ser.diffusion.mixing import synthetic_training_set
+    from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
 
+    if wants_synthetic(aug):
         dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, len(split.train), cfg.seed)
     counts = dm.class_counts()
     class_weights = None

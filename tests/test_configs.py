@@ -26,6 +26,9 @@ def test_every_group_option_composes(group):
     ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
     ("ravdess_seed", "ravdess", "resnet50", "kfold", "range(6)"),
     ("combined_seed", "combined", "resnet50", "kfold", "range(6)"),
+    ("emodb_study_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
+    ("emodb_study", "emodb", "resnet50", "loso", "range(10)"),
+    ("ravdess_study", "ravdess", "resnet50", "kfold", "range(6)"),
 ])
 def test_experiment_presets(name, dataset, model, split, folds):
     cfg = compose_train(f"+experiment={name}")
@@ -55,3 +58,14 @@ def test_generate_config_composes(recipe):
     if recipe == "ddpm_seed":
         d = cfg.diffusion
         assert (d.per_emotion, d.image_size, d.batch_size, d.epochs) == (True, 128, 16, 10)
+
+
+@pytest.mark.parametrize("aug,expected", [("none", False), ("specaug", False), ("ddpm", True), ("ddpm_specaug", True)])
+def test_only_ddpm_arms_mix_synthetic_data_in_study_presets(aug, expected):
+    from ser.diffusion.mixing import wants_synthetic
+
+    cfg = compose_train("+experiment=emodb_study", f"aug={aug}", "paths.root_dir=/project")
+    assert wants_synthetic(cfg.aug) is expected
+    if expected:
+        assert cfg.aug.synthetic.path.startswith("/project/.cache/ser/generators/emodb-loso-f0-ddpm_seed-s0/")
+        assert cfg.aug.synthetic.ratio == 1.0

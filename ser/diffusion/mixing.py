@@ -18,6 +18,13 @@ class MissingSyntheticData(FileNotFoundError):
     pass
 
 
+def wants_synthetic(aug) -> bool:
+    """Only aug options that define a synthetic set path mix synthetic data. (A preset may set
+    aug.synthetic.recipe for its ddpm arms; that alone must not turn the aug=none arm synthetic.)"""
+    synthetic = aug.get("synthetic") if aug is not None else None
+    return bool(synthetic) and synthetic.get("path") is not None and synthetic.get("ratio", 0) > 0
+
+
 def synthetic_training_set(cfg, dm, split, emotions: list[str], n_real: int, seed: int) -> tuple[MelDataset, dict]:
     s = cfg.aug.synthetic
     path = Path(s.path)
