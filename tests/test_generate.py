@@ -81,3 +81,21 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     with pytest.raises(AssertionError, match="python generate.py dataset=synthetic split=loso split.fold=3"):
         run_script("train.py", *TINY, "aug=ddpm", "split.fold=3", f"paths.cache_dir={tmp_path / 'c'}",
                    f"hydra.run.dir={tmp_path / 'missing'}", "logger=none")
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.6])
+def test_enhance_mode(tmp_path, cache_dir, strength):
+    from safetensors.torch import load_file
+
+    gen = tmp_path / "gen"
+    run_script("generate.py", *TINY_GEN, "mode=train", f"paths.cache_dir={cache_dir}", f"generator_dir={gen}",
+               f"hydra.run.dir={tmp_path / 'r1'}")
+    run_script("generate.py", *TINY_GEN, "mode=enhance", "enhance.target=sad", f"enhance.strength={strength}",
+               "enhance.n=3", "enhance.steps=5", f"paths.cache_dir={cache_dir}", f"generator_dir={gen}",
+               f"hydra.run.dir={tmp_path / 'r2'}")
+    t = load_file(str(gen / "synthetic" / "enhanced_sad.safetensors"))
+    for j in range(3):
+        assert t[f"enhanced_{j}"].shape == t[f"original_{j}"].shape
+        same = bool((t[f"enhanced_{j}"] == t[f"original_{j}"]).all())
+        assert same is (strength == 0.0)
+    assert (gen / "synthetic" / "enhanced_sad.png").is_file() and (gen / "synthetic" / "enhanced_sad_0.wav").is_file()
