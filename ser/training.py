@@ -91,6 +91,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
 
     if wants_synthetic(aug):
         dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, len(split.train), cfg.seed)
+        dm.extra_only = synthetic_info["only"]
     counts = dm.class_counts()
     class_weights = None
     if m.class_weights == "balanced":

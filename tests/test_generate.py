@@ -1,6 +1,7 @@
 """generate.py end to end at toy scale: fold-safe generators, a synthetic set, grids and audio."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,17 +61,54 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
                "sample.n_per_emotion=4", f"hydra.sweep.dir={tmp_path / 'gen'}")
     sweep = tmp_path / "sweep"
     run_script("train.py", "-m", *TINY, "aug=none,ddpm", "split.fold=0,1", f"paths.cache_dir={tmp_path / 'c'}",
-               f"hydra.sweep.dir={sweep}", "logger=none")
+               f"hydra.sweep.dir={sweep}", "logger=csv")
     results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
     ddpm = [r for r in results if r["arm"]["aug"] == "ddpm"]
     assert len(results) == 4 and len(ddpm) == 2
     for r in ddpm:
         syn = r["synthetic"]
         assert syn["n_used"] == r["n_train"] and not set(syn["generator_train_speakers"]) & set(r["test_speakers"])
+
+    # Quality of fold 0's synthetic set, measured in the embedding of fold 0's real-data classifier.
+    quality_args = [*TINY_GEN, "mode=quality", "split.fold=0", f"paths.cache_dir={tmp_path / 'c'}",
+                    f"hydra.run.dir={tmp_path / 'q'}"]
+    with pytest.raises(AssertionError, match="quality.classifier=<train.py run dir>"):
+        run_script("generate.py", *quality_args)
+    real_run = next(Path(r["_dir"]) for r in map(_with_dir, sweep.rglob("results.json"))
+                    if r["arm"]["aug"] == "none" and r["fold"] == 0)
+    run_script("generate.py", *quality_args, f"quality.classifier={real_run}")
+    syn_dir = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic"
+    quality = json.loads((syn_dir / "quality.json").read_text())
+    # Held-out real = speakers neither the generator (spk02, spk03) nor the classifier trained on.
+    assert quality["heldout_speakers"] == ["synthetic:spk00", "synthetic:spk01"]
+    assert quality["n"] == {"train": 24, "heldout": 24, "synthetic": 16}
+    emb = quality["embedding"]
+    for name in ("synthetic_vs_train", "heldout_vs_train", "synthetic_vs_heldout"):
+        assert np.isfinite(emb["frechet"][name]) and emb["frechet"][name] >= 0 and np.isfinite(emb["kid"][name]["mean"])
+    for group in ("synthetic", "heldout"):
+        assert 0 <= emb["precision_recall"][group]["precision"] <= 1 and 0 <= emb["precision_recall"][group]["recall"] <= 1
+    assert 0 <= quality["image"]["memorization"]["close_rate"] <= 1
+    assert 0 <= quality["real_classifier_on_synthetic"]["ua"] <= 1
+    assert (syn_dir / "real_vs_generated.png").stat().st_size > 1000
+
+    # A synthetic-only classifier: trained on the 24 synthetic clips alone (ratio 1), tested on real spk00.
+    run_script("train.py", *TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5",
+               f"paths.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'only'}", "logger=none")
+    only = json.loads((tmp_path / "only" / "results.json").read_text())
+    assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36
+    assert only["test_speakers"] == ["synthetic:spk00"]
+
     run_script("evaluate.py", f"runs=[{sweep}]")
     summary = json.loads((sweep / "summary" / "summary.json").read_text())
     arm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
     assert list(arm["comparisons"]) and next(iter(arm["comparisons"].values()))["n_pairs"] == 2
+    figures = summary["figures"]
+    assert (sweep / "summary" / "learning_curves.png").stat().st_size > 1000
+    used = {e["fold"]: e for e in figures["synthetic_sets"]}
+    assert set(used) == {0, 1} and used[0]["quality"]["n"]["synthetic"] == 16 and used[1]["quality"] is None
+    assert Path(used[0]["grid"]).is_file()
+    md = (sweep / "summary" / "summary.md").read_text()
+    assert "learning_curves.png" in md and "not measured: run generate.py mode=quality" in md
 
     # A generator trained on fold 0's speakers includes spk02, the test speaker of fold 2: refused.
     fold0 = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic" / "synthetic.safetensors"
@@ -99,3 +137,9 @@ def test_enhance_mode(tmp_path, cache_dir, strength):
         same = bool((t[f"enhanced_{j}"] == t[f"original_{j}"]).all())
         assert same is (strength == 0.0)
     assert (gen / "synthetic" / "enhanced_sad.png").is_file() and (gen / "synthetic" / "enhanced_sad_0.wav").is_file()
+
+
+def _with_dir(path):
+    r = json.loads(path.read_text())
+    r["_dir"] = str(path.parent)
+    return r

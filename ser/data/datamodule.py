@@ -54,6 +54,7 @@ class SERDataModule(pl.LightningDataModule):
         self.data, self.split = data, split
         self.batch_size, self.num_workers = batch_size, num_workers
         self.extra_train = extra_train  # e.g. synthetic spectrograms (already labelled, already normalised space)
+        self.extra_only = False  # train on extra_train alone (a synthetic-only classifier), real clips still validate and test
         labels, speakers = data.labels, data.speakers
         train_mels = [data.mels[i] for i in split.train]
         self.normalizer = MelNormalizer(normalization)
@@ -78,7 +79,8 @@ class SERDataModule(pl.LightningDataModule):
         """Training examples per class, synthetic ones included (they change the balance)."""
         labels = self.data.labels[self.split.train]
         if self.extra_train is not None:
-            labels = np.concatenate([labels, np.asarray(self.extra_train.labels)])
+            extra = np.asarray(self.extra_train.labels)
+            labels = extra if self.extra_only else np.concatenate([labels, extra])
         return np.bincount(labels, minlength=self.num_classes)
 
     def dataset(self, name: str) -> Dataset:
@@ -94,7 +96,9 @@ class SERDataModule(pl.LightningDataModule):
 
     def train_dataloader(self):
         train = self._sets["train"]
-        if self.extra_train is not None and len(self.extra_train):
+        if self.extra_only:
+            train = self.extra_train
+        elif self.extra_train is not None and len(self.extra_train):
             train = ConcatDataset([train, self.extra_train])
         return self._loader(train, shuffle=True)
 

@@ -4,6 +4,7 @@ Outputs (in `generator_dir`, shared by every train.py run of the fold):
   <generator_dir>/[<emotion>/]unet, scheduler, metadata.json   the generator(s), safetensors
   <synthetic_dir>/synthetic.safetensors                        N spectrograms per emotion, in dB
   <synthetic_dir>/grid_<emotion>.png, <emotion>_<k>.wav         to look at and listen to
+  <synthetic_dir>/quality.json, real_vs_generated.png           mode=quality (ser/diffusion/assess.py)
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def run_generate(cfg: DictConfig) -> dict:
         sample_set(cfg, gen_dir, syn_dir, emotions, frames, n_mels=data.mels[0].shape[-2])
     if cfg.mode == "enhance":
         enhance_clips(cfg, data, split, gen_dir, syn_dir)
+    if cfg.mode == "quality":
+        from ser.diffusion.assess import assess_synthetic_set
+
+        meta["quality"] = assess_synthetic_set(cfg, data, split)
     return meta
 
 

@@ -48,4 +48,6 @@ def synthetic_training_set(cfg, dm, split, emotions: list[str], n_real: int, see
     dataset = MelDataset(chosen, labels[picks].numpy(), [SYNTHETIC_SPEAKER] * n, dm.train_pipeline, train=True)
     return dataset, {"path": str(path), "n_used": n, "ratio": float(s.ratio), "n_available": int(len(labels)),
                      "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],
-                     "steps": info["steps"], "guidance": info["guidance"]}
+                     "steps": info["steps"], "guidance": info["guidance"],
+                     # synthetic-only: does the generator's output alone teach the emotions of real speakers?
+                     "only": bool(s.get("only", False))}

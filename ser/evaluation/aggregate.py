@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from ser.evaluation.metrics import bootstrap_ci, unweighted_accuracy
-from ser.evaluation.plots import plot_arms, plot_confusion
+from ser.evaluation.plots import plot_arms, plot_confusion, plot_learning_curves
 
 log = logging.getLogger(__name__)
 METRICS = ("ua", "wa", "macro_f1")
@@ -130,8 +131,84 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     for i, row in enumerate(rows):
         row["name"] = names[row["arm"]]
         plot_confusion(row["confusion"], row["emotions"], out / f"confusion_arm{i}.png", title=names[row["arm"]])
+    summary["figures"] = _extra_figures(by_arm, names, out)
+    (out / "summary.md").write_text(markdown_table(rows) + _figures_markdown(summary["figures"]))
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def epoch_curves(run_dir: str | Path) -> dict[str, list[float]]:
+    """Per-epoch training loss and validation UA from a run's CSV log ({} without one)."""
+    import csv
+
+    path = Path(run_dir) / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    per_epoch: dict[str, dict[int, float]] = defaultdict(dict)
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            for key in ("train/loss", "val/ua"):
+                if row.get(key):
+                    per_epoch[key][int(row["epoch"])] = float(row[key])  # the epoch's last logged value
+    return {key: [v for _, v in sorted(d.items())] for key, d in per_epoch.items()}
+
+
+def _extra_figures(by_arm: dict[str, list[dict]], names: dict[str, str], out: Path) -> dict:
+    """Learning curves of every arm, and real-vs-generated grids and quality reports of the
+    synthetic sets the arms trained on (written by generate.py mode=quality)."""
+    figures: dict = {"learning_curves": None, "synthetic_sets": []}
+    curves = {names[a]: defaultdict(list) for a in by_arm}
+    for arm, runs in by_arm.items():
+        for r in runs:
+            for key, values in epoch_curves(r["_dir"]).items():
+                curves[names[arm]][key].append(values)
+    if any(c for c in curves.values()):
+        figures["learning_curves"] = str(plot_learning_curves({a: dict(c) for a, c in curves.items() if c},
+                                                              out / "learning_curves.png"))
+    seen = set()
+    for arm, runs in by_arm.items():
+        for r in runs:
+            syn = (r.get("synthetic") or {}).get("path")
+            if not syn or syn in seen:
+                continue
+            seen.add(syn)
+            syn_dir = Path(syn).parent
+            entry = {"arm": names[arm], "fold": r["fold"], "path": syn, "grid": None, "quality": None}
+            grid = syn_dir / "real_vs_generated.png"
+            if grid.is_file():
+                entry["grid"] = str(shutil.copyfile(grid, out / f"real_vs_generated_f{r['fold']}_{len(seen)}.png"))
+            if (syn_dir / "quality.json").is_file():
+                entry["quality"] = json.loads((syn_dir / "quality.json").read_text())
+            figures["synthetic_sets"].append(entry)
+    return figures
+
+
+def _figures_markdown(figures: dict) -> str:
+    lines = []
+    if figures["learning_curves"]:
+        lines += ["", f"Learning curves (mean +- std over each arm's runs): {Path(figures['learning_curves']).name}"]
+    sets = figures["synthetic_sets"]
+    if sets:
+        lines += ["", "Synthetic sets used (quality from generate.py mode=quality; held-out real = speakers neither "
+                      "the generator nor the yardstick classifier trained on):", "",
+                  "| fold | KID syn-vs-train (held-out real) | precision / recall (held-out real) | "
+                  "close-copy rate | real classifier UA on synthetic (on held-out real) | grid |",
+                  "|---|---|---|---|---|---|"]
+        for e in sets:
+            qr = e["quality"]
+            if qr is None:
+                lines.append(f"| {e['fold']} | not measured: run generate.py mode=quality | | | | "
+                             f"{Path(e['grid']).name if e['grid'] else '-'} |")
+                continue
+            kid, pr = qr["embedding"]["kid"], qr["embedding"]["precision_recall"]
+            lines.append(
+                f"| {e['fold']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | "
+                f"{pr['synthetic']['precision']:.2f} / {pr['synthetic']['recall']:.2f} "
+                f"({pr['heldout']['precision']:.2f} / {pr['heldout']['recall']:.2f}) | "
+                f"{qr['image']['memorization']['close_rate']:.2f} | "
+                f"{qr['real_classifier_on_synthetic']['ua']:.3f} ({qr['real_classifier_on_heldout']['ua']:.3f}) | "
+                f"{Path(e['grid']).name if e['grid'] else '-'} |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def short_labels(rows: list[dict]) -> tuple[dict[str, str], str]:

@@ -51,3 +51,31 @@ def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dic
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def plot_learning_curves(curves: dict[str, dict[str, list]], path: str | Path) -> Path:
+    """Per arm, the mean over its runs of training loss and validation UA per epoch (shaded: +- std).
+
+    `curves`: {arm name: {"train/loss": [per-run list of per-epoch values], "val/ua": [...]}}.
+    """
+    panels = [("train/loss", "training loss"), ("val/ua", "validation UA")]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for (key, title), ax in zip(panels, axes):
+        for i, (arm, series) in enumerate(curves.items()):
+            runs = [np.asarray(r, dtype=float) for r in series.get(key, []) if len(r)]
+            if not runs:
+                continue
+            n = min(len(r) for r in runs)  # runs of an arm share an epoch budget; resumed ones may differ
+            stack = np.stack([r[:n] for r in runs])
+            mean, std = np.nanmean(stack, axis=0), np.nanstd(stack, axis=0)
+            epochs = np.arange(1, n + 1)
+            ax.plot(epochs, mean, color=f"C{i}", label=f"{arm} ({len(runs)} runs)")
+            ax.fill_between(epochs, mean - std, mean + std, color=f"C{i}", alpha=0.15)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -46,6 +46,18 @@ def eval_pipeline(normalizer: MelNormalizer, spec: dict) -> InputPipeline:
                          resize_method=i.get("resize_method", "bilinear"), pad=i.get("pad", "zero"))
 
 
+def pooled_features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The embedding the classifier's last layer reads (timm: pre-logits; ours: pooled statistics;
+    an ensemble: its members' embeddings side by side)."""
+    from ser.models.backbones import DeepEnsemble
+
+    if isinstance(net, DeepEnsemble):
+        return torch.cat([pooled_features(m, x) for m in net.members], dim=1)
+    if hasattr(net, "forward_head"):
+        return net.forward_head(net.forward_features(x), pre_logits=True)
+    return net.forward_features(x)
+
+
 @torch.no_grad()
 def predict_proba(net: torch.nn.Module, inputs: list[torch.Tensor], batch_size: int = 32,
                   device: str | torch.device = "cpu", pad: str = "repeat") -> torch.Tensor:
@@ -54,11 +66,20 @@ def predict_proba(net: torch.nn.Module, inputs: list[torch.Tensor], batch_size: 
     Inputs of different lengths (native-length models) are scored one at a time, so no clip is
     padded at test time.
     """
+    return _batched(lambda x: torch.softmax(net(x).float(), dim=-1), net, inputs, batch_size, device, pad)
+
+
+@torch.no_grad()
+def embed(net: torch.nn.Module, inputs: list[torch.Tensor], batch_size: int = 32,
+          device: str | torch.device = "cpu", pad: str = "repeat") -> torch.Tensor:
+    """`pooled_features` of already-prepared inputs, in order (N, D)."""
+    return _batched(lambda x: pooled_features(net, x).float(), net, inputs, batch_size, device, pad)
+
+
+def _batched(fn, net, inputs, batch_size, device, pad) -> torch.Tensor:
     net = net.to(device).eval()
     if len({tuple(x.shape) for x in inputs}) > 1:
         batch_size = 1
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        x = pad_batch(inputs[start:start + batch_size], pad).to(device)
-        out.append(torch.softmax(net(x).float(), dim=-1).cpu())
+    out = [fn(pad_batch(inputs[start:start + batch_size], pad).to(device)).cpu()
+           for start in range(0, len(inputs), batch_size)]
     return torch.cat(out) if out else torch.empty(0)
