@@ -50,7 +50,7 @@ def test_default_is_synthetic_on_cpu():
     assert cfg.model.name == "mel_tdnn"
 
 
-@pytest.mark.parametrize("recipe", ["cpu", "ddpm_seed"])
+@pytest.mark.parametrize("recipe", ["cpu", "ddpm_seed", "ddpm_cond"])
 def test_generate_config_composes(recipe):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("generate", overrides=[f"diffusion={recipe}"])
@@ -58,6 +58,16 @@ def test_generate_config_composes(recipe):
     if recipe == "ddpm_seed":
         d = cfg.diffusion
         assert (d.per_emotion, d.image_size, d.batch_size, d.epochs) == (True, 128, 16, 10)
+    if recipe == "ddpm_cond":  # the improved default: conditional, CFG, EMA, trained to convergence
+        d = cfg.diffusion
+        assert not d.per_emotion and d.image_size == 128 and d.p_uncond > 0 and d.ema_decay > 0
+        assert d.early_stopping.patience > 0 and d.max_steps > 10 * 30
+
+
+@pytest.mark.parametrize(("aug", "only"), [("ddpm", False), ("ddpm_only", True)])
+def test_synthetic_only_arm(aug, only):
+    cfg = compose_train(f"aug={aug}")
+    assert cfg.aug.synthetic.only is only and cfg.aug.name == aug
 
 
 @pytest.mark.parametrize("aug,expected", [("none", False), ("specaug", False), ("ddpm", True), ("ddpm_specaug", True)])

@@ -97,3 +97,15 @@ def test_fold_safety():
     assert_fold_safe(meta, ["emodb:09"])
     with pytest.raises(GeneratorFoldLeak, match="emodb:08"):
         assert_fold_safe(meta, ["emodb:08"])
+
+
+def test_convergence_summary_reads_the_held_out_curve():
+    from ser.diffusion.job import convergence
+
+    falling_then_flat = [{"epoch": e, "step": 10 * (e + 1), "val/loss": v}
+                         for e, v in enumerate([1.0, 0.5, 0.3, 0.21, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])]
+    c = convergence(falling_then_flat)
+    assert c["steps_to_within_5pct_of_best"] == 40 and c["steps_trained"] == 100 and not c["still_improving"]
+    still_falling = [{"epoch": e, "step": e + 1, "val/loss": 1.0 / (e + 1)} for e in range(10)]
+    assert convergence(still_falling)["still_improving"]
+    assert convergence([{"epoch": 0, "step": 5, "train/loss": 1.0}])["measured"] is False

@@ -27,6 +27,11 @@ def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
     # Fold 0 of LOSO tests on spk00, validates on spk01: the generator saw spk02 and spk03 only.
     assert meta["train_speakers"] == ["synthetic:spk02", "synthetic:spk03"]
     assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    # The held-out denoising loss (validation speaker spk01, never trained on) after every epoch.
+    training = meta["training"]
+    assert [r["epoch"] for r in training["curve"]] == [0, 1] and all("val/loss" in r for r in training["curve"])
+    assert training["convergence"]["measured"] and training["convergence"]["steps_trained"] == training["curve"][-1]["step"]
+    assert (tmp_path / "gen" / "convergence.png").stat().st_size > 1000
     mels, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "dpmsolver++"

@@ -34,19 +34,64 @@ def training_images(data, indices, size: int) -> tuple[torch.Tensor, torch.Tenso
     return images, torch.as_tensor(data.labels[indices])
 
 
-def fit_generator(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> SpectrogramDDPM:
+class LossCurve(pl.Callback):
+    """Training and held-out denoising loss after every epoch (validation has already run then)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                          **{k: round(float(m[k]), 5) for k in ("train/loss", "val/loss") if k in m}})
+
+
+def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
+    """When did the held-out denoising loss get within `tolerance` of its best, and was it still
+    falling at the end (last fifth of training still gained more than 2%)?"""
+    curve = [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r]
+    if not curve:
+        return {"measured": False, "reason": "no held-out clips (validation speakers) to measure on"}
+    best = min(v for _, v in curve)
+    reached = next(step for step, v in curve if v <= best * (1 + tolerance))
+    late = curve[int(0.8 * (len(curve) - 1))][1]
+    return {"measured": True, "best_val_loss": best, "final_val_loss": curve[-1][1],
+            f"steps_to_within_{int(tolerance * 100)}pct_of_best": reached, "steps_trained": curve[-1][0],
+            "still_improving": curve[-1][1] < 0.98 * late}
+
+
+def fit_generator(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int,
+                  val_images: torch.Tensor | None = None, val_labels: torch.Tensor | None = None) -> tuple[SpectrogramDDPM, dict]:
+    """Train one generator; returns it and its loss curve and convergence summary."""
+    from pytorch_lightning.callbacks import EarlyStopping
+
     d, hw = cfg.diffusion, cfg.hardware
     model = SpectrogramDDPM(OmegaConf.to_container(d.unet, resolve=True), num_classes=num_classes,
                             num_train_timesteps=d.num_train_timesteps, beta_schedule=d.beta_schedule, lr=d.lr,
                             p_uncond=d.p_uncond, ema_decay=d.ema_decay)
-    y = labels if labels is not None else torch.zeros(len(images), dtype=torch.long)
+    zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
+    y = labels if labels is not None else zeros(len(images))
     loader = DataLoader(TensorDataset(images, y), batch_size=d.batch_size, shuffle=True, drop_last=False)
+    has_val = val_images is not None and len(val_images) > 0
+    val_loader = None
+    if has_val:
+        vy = val_labels if val_labels is not None else zeros(len(val_images))
+        val_loader = DataLoader(TensorDataset(val_images, vy), batch_size=d.batch_size, shuffle=False)
+    curve = LossCurve()
+    callbacks = [curve]
+    stop = d.get("early_stopping")
+    if stop and has_val:
+        # Train until held-out denoising stops improving (capped by max_steps / epochs).
+        callbacks.append(EarlyStopping(monitor="val/loss", mode="min", patience=stop.patience, min_delta=stop.min_delta))
     trainer = pl.Trainer(accelerator=hw.accelerator, devices=hw.devices, strategy=hw.strategy, precision=hw.precision,
                          max_epochs=d.epochs, max_steps=d.max_steps, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=hw.progress_bar, enable_model_summary=False)
-    trainer.fit(model, loader)
-    log.info("generator trained: %d steps (%d images, batch %d)", trainer.global_step, len(images), d.batch_size)
-    return model
+                         enable_progress_bar=hw.progress_bar, enable_model_summary=False, callbacks=callbacks,
+                         limit_val_batches=1.0 if has_val else 0, num_sanity_val_steps=0)
+    trainer.fit(model, loader, val_loader)
+    summary = convergence(curve.rows)
+    log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", trainer.global_step, len(images),
+             d.batch_size, summary)
+    return model, {"curve": curve.rows, "convergence": summary}
 
 
 def run_generate(cfg: DictConfig) -> dict:
@@ -64,12 +109,18 @@ def run_generate(cfg: DictConfig) -> dict:
     started = time.time()
     if cfg.mode in ("train", "train_sample"):
         images, labels = training_images(data, split.train, size)
+        # Validation speakers (excluded from training) measure held-out denoising: the convergence curve.
+        val_images, val_labels = training_images(data, split.val, size) if len(split.val) else (None, None)
         if cfg.diffusion.per_emotion:
             for k, emotion in enumerate(emotions):
-                model = fit_generator(cfg, images[labels == k], None, num_classes=0)
-                model.save_generator(gen_dir / emotion, {**meta, "emotion": emotion})
+                val_k = val_images[val_labels == k] if val_images is not None else None
+                model, training = fit_generator(cfg, images[labels == k], None, 0, val_k)
+                model.save_generator(gen_dir / emotion, {**meta, "emotion": emotion, "training": training})
+                _plot_curve(training["curve"], gen_dir / emotion / "convergence.png", f"{emotion} generator")
         else:
-            fit_generator(cfg, images, labels, num_classes=len(emotions)).save_generator(gen_dir, meta)
+            model, training = fit_generator(cfg, images, labels, len(emotions), val_images, val_labels)
+            model.save_generator(gen_dir, {**meta, "training": training})
+            _plot_curve(training["curve"], gen_dir / "convergence.png", "conditional generator")
     meta["train_time_s"] = round(time.time() - started, 1)
     if cfg.mode in ("sample", "train_sample"):
         sample_set(cfg, gen_dir, syn_dir, emotions, frames, n_mels=data.mels[0].shape[-2])
@@ -214,3 +265,24 @@ def _listen(cfg, mels, labels, emotions, out: Path, prefix: str = "") -> None:
         for j, i in enumerate(np.flatnonzero(labels == k)[: cfg.listen.n_per_emotion]):
             y = mel_to_audio(mels[i, 0].numpy(), p, n_iter=cfg.listen.griffin_lim_iters)
             sf.write(out / f"{prefix}{emotion}_{j}.wav", y, p.sr, subtype="PCM_16")
+
+
+def _plot_curve(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in (("train/loss", "training (random noise)"), ("val/loss", "held-out speakers (fixed noise)")):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("denoising MSE")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -52,6 +52,27 @@ class SpectrogramDDPM(pl.LightningModule):
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x0.shape[0])
         return loss
 
+    def validation_step(self, batch, batch_idx):
+        """Denoising loss on clips the generator never trains on, with noise and timesteps fixed
+        per batch, so successive epochs are measured on the same problem: the convergence curve."""
+        x0, y = batch
+        g = torch.Generator().manual_seed(batch_idx)
+        noise = torch.randn(x0.shape, generator=g).to(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
+        labels = y if self.hparams.num_classes else None
+        loss = F.mse_loss(self.unet(self.scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample, noise)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x0.shape[0])
+
+    def on_validation_epoch_start(self):
+        if self.ema is not None:  # measure the weights that will be saved
+            self.ema.to(self.device)
+            self.ema.store(self.unet.parameters())
+            self.ema.copy_to(self.unet.parameters())
+
+    def on_validation_epoch_end(self):
+        if self.ema is not None:
+            self.ema.restore(self.unet.parameters())
+
     def on_train_batch_end(self, outputs, batch, batch_idx):
         if self.ema is not None:
             self.ema.to(self.device)
