@@ -35,7 +35,9 @@ def prepare(cfg: DictConfig):
                        n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed)
     fraction = cfg.dataset.get("train_fraction", 1.0)
     if fraction < 1.0:
-        split.train = subsample_training(split.train, data.labels, fraction, seed=cfg.seed)
+        # Seeded by the split, not the run: every training seed and the fold's generator see the
+        # same subset, so "identical folds" holds in low-data studies too.
+        split.train = subsample_training(split.train, data.labels, fraction, seed=s.seed)
     return data, split
 
 

@@ -77,5 +77,5 @@ def test_only_ddpm_arms_mix_synthetic_data_in_study_presets(aug, expected):
     cfg = compose_train("+experiment=emodb_study", f"aug={aug}", "paths.root_dir=/project")
     assert wants_synthetic(cfg.aug) is expected
     if expected:
-        assert cfg.aug.synthetic.path.startswith("/project/.cache/ser/generators/emodb-loso-f0-ddpm_seed-s0/")
+        assert cfg.aug.synthetic.path.startswith("/project/.cache/ser/generators/emodb-loso-f0-p1.0-ddpm_seed-s0/")
         assert cfg.aug.synthetic.ratio == 1.0

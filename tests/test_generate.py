@@ -120,6 +120,11 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     with pytest.raises(AssertionError, match="GeneratorFoldLeak|test speaker"):
         run_script("train.py", *TINY, "aug=ddpm", "split.fold=2", f"aug.synthetic.path={fold0}",
                    f"paths.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'leak'}", "logger=none")
+    # A low-data run may not use a generator that learned from the full training set.
+    with pytest.raises(AssertionError, match="dataset.train_fraction=1.0; this run uses 0.5"):
+        run_script("train.py", *TINY, "aug=ddpm", "split.fold=0", "dataset.train_fraction=0.5",
+                   f"aug.synthetic.path={fold0}", f"paths.cache_dir={tmp_path / 'c'}",
+                   f"hydra.run.dir={tmp_path / 'frac'}", "logger=none")
     # Missing synthetic data names the command that makes it.
     with pytest.raises(AssertionError, match="python generate.py dataset=synthetic split=loso split.fold=3"):
         run_script("train.py", *TINY, "aug=ddpm", "split.fold=3", f"paths.cache_dir={tmp_path / 'c'}",

@@ -105,7 +105,8 @@ def run_generate(cfg: DictConfig) -> dict:
     # Training speakers only: never the fold's test speakers (and not its validation speakers).
     meta = {"emotions": emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
             "protocol": split.protocol, "fold": split.fold, "image_size": size, "frames": frames,
-            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.seed}
+            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.seed,
+            "train_fraction": float(cfg.dataset.get("train_fraction", 1.0)), "n_train_clips": len(split.train)}
     started = time.time()
     if cfg.mode in ("train", "train_sample"):
         images, labels = training_images(data, split.train, size)
@@ -215,6 +216,7 @@ def sample_set(cfg: DictConfig, gen_dir: Path, syn_dir: Path, emotions: list[str
     meta = next(iter(generators.values()))[2]
     syn_dir.mkdir(parents=True, exist_ok=True)
     info = {"emotions": emotions, "train_speakers": meta["train_speakers"], "sampler": s.sampler, "steps": s.steps,
+            "train_fraction": meta.get("train_fraction", 1.0), "n_train_clips": meta.get("n_train_clips"),
             "guidance": s.guidance, "n_per_emotion": s.n_per_emotion, "seconds_per_sample": seconds / len(labels),
             "generator_dir": str(gen_dir)}
     path = syn_dir / "synthetic.safetensors"

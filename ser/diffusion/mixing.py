@@ -37,6 +37,12 @@ def synthetic_training_set(cfg, dm, split, emotions: list[str], n_real: int, see
         )
     mels, labels, info = load_synthetic_set(path)
     assert_fold_safe(info, split.test_speakers, where=str(path))
+    fraction = float(cfg.dataset.get("train_fraction", 1.0))
+    if float(info.get("train_fraction", 1.0)) != fraction:
+        # A generator that learned from more real clips than the classifier may use would smuggle
+        # that data into a low-data run.
+        raise ValueError(f"synthetic set {path} comes from a generator trained with dataset.train_fraction="
+                         f"{info.get('train_fraction', 1.0)}; this run uses {fraction}. Generate with the same fraction.")
     if info["emotions"] != emotions:
         raise ValueError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
     n = int(round(s.ratio * n_real))

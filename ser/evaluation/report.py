@@ -40,5 +40,12 @@ def _log_to_wandb(summary: dict, out_dir: Path) -> None:
     table = wandb.Table(columns=columns, data=[
         [r["arm"], r["n_runs"], r["ua"]["mean"], r["ua"]["std"], *r["ua"]["ci95"], r["wa"]["mean"],
          r["macro_f1"]["mean"], r["pooled_ua"]] for r in summary["arms"]])
-    run.log({"summary": table, "summary_plot": wandb.Image(str(out_dir / "summary.png"))})
+    images = {"summary_plot": wandb.Image(str(out_dir / "summary.png"))}
+    figures = summary.get("figures") or {}
+    if figures.get("learning_curves"):
+        images["learning_curves"] = wandb.Image(figures["learning_curves"])
+    for e in figures.get("synthetic_sets", []):
+        if e["grid"]:
+            images[f"real_vs_generated/fold{e['fold']}"] = wandb.Image(e["grid"])
+    run.log({"summary": table, **images})
     run.finish()
