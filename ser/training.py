@@ -25,6 +25,11 @@ from ser.evaluation.plots import plot_confusion
 log = logging.getLogger(__name__)
 
 
+
+def inference_device(hw) -> str:
+    """Where work outside Lightning's loops (test-set scoring, sampling) runs: the GPU the config asked for, if any."""
+    return "cuda" if torch.cuda.is_available() and hw.accelerator in ("gpu", "cuda", "auto") else "cpu"
+
 def prepare(cfg: DictConfig):
     """Corpus, cached spectrograms and this run's split (shared by every model kind)."""
     cache_dir = Path(cfg.paths.cache_dir)
@@ -139,8 +144,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     export_classifier(run_dir / "model", model.net, dm.normalizer, spec)
     pipeline = eval_pipeline(dm.normalizer, spec)
     test_inputs = [pipeline(data.mels[i], data.clips[i].speaker, train=False) for i in split.test]
-    device = "cuda" if torch.cuda.is_available() and hw.accelerator in ("gpu", "cuda", "auto") else "cpu"
-    y_prob = predict_proba(model.net, test_inputs, batch_size=m.batch_size, device=device).numpy()
+    y_prob = predict_proba(model.net, test_inputs, batch_size=m.batch_size, device=inference_device(hw)).numpy()
     extra = {
         "selected_checkpoint": Path(use).name, "best_val_ua": _float(checkpoint.best_model_score),
         "epochs_trained": trainer.current_epoch, "class_weights": class_weights,

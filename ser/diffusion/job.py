@@ -142,7 +142,7 @@ def enhance_clips(cfg: DictConfig, data, split, gen_dir: Path, out_dir: Path) ->
     if e.target not in emotions:
         raise ValueError(f"enhance.target={e.target!r} is not one of this dataset's emotions {emotions}")
     k = emotions.index(e.target)
-    model, label, meta = load_generators(gen_dir, emotions)[k]
+    model, label, meta = load_generators(gen_dir, emotions, device=_device(cfg))[k]
     picks = [int(i) for i in split.train[: e.n]]  # training speakers only, like the generator
     originals = [data.mels[i] for i in picks]
     if e.strength == 0:
@@ -187,23 +187,25 @@ def _before_after(originals, enhanced, info, path: Path) -> None:
     plt.close(fig)
 
 
-def load_generators(gen_dir: Path, emotions: list[str]) -> dict:
+def load_generators(gen_dir: Path, emotions: list[str], device: str = "cpu") -> dict:
     """{emotion index: (model, label or None, metadata)} for a conditional or a per-emotion generator."""
     if (gen_dir / "metadata.json").is_file():
         model, meta = SpectrogramDDPM.load_generator(gen_dir)
+        model.to(device)
         return {k: (model, k, meta) for k in range(len(emotions))}
     out = {}
     for k, emotion in enumerate(emotions):
         if not (gen_dir / emotion / "metadata.json").is_file():
             raise FileNotFoundError(f"no generator at {gen_dir} (nor {gen_dir / emotion}); run generate.py mode=train first")
         model, meta = SpectrogramDDPM.load_generator(gen_dir / emotion)
-        out[k] = (model, None, meta)
+        out[k] = (model.to(device), None, meta)
     return out
 
 
 def sample_set(cfg: DictConfig, gen_dir: Path, syn_dir: Path, emotions: list[str], frames: int, n_mels: int) -> Path:
     s = cfg.sample
-    generators = load_generators(gen_dir, emotions)
+    device = _device(cfg)
+    generators = load_generators(gen_dir, emotions, device=device)
     mels, labels = [], []
     started = time.time()
     for k, (model, label, _) in generators.items():
@@ -218,6 +220,7 @@ def sample_set(cfg: DictConfig, gen_dir: Path, syn_dir: Path, emotions: list[str
     info = {"emotions": emotions, "train_speakers": meta["train_speakers"], "sampler": s.sampler, "steps": s.steps,
             "train_fraction": meta.get("train_fraction", 1.0), "n_train_clips": meta.get("n_train_clips"),
             "guidance": s.guidance, "n_per_emotion": s.n_per_emotion, "seconds_per_sample": seconds / len(labels),
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "generator_dir": str(gen_dir)}
     path = syn_dir / "synthetic.safetensors"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -228,6 +231,13 @@ def sample_set(cfg: DictConfig, gen_dir: Path, syn_dir: Path, emotions: list[str
     _listen(cfg, mels, labels, emotions, syn_dir)
     log.info("%d synthetic spectrograms (%.2f s each) -> %s", len(labels), info["seconds_per_sample"], path)
     return path
+
+
+def _device(cfg: DictConfig) -> str:
+    # Sampling runs outside Lightning's loop, so it has to be put on the configured accelerator by hand.
+    from ser.training import inference_device
+
+    return inference_device(cfg.hardware)
 
 
 def load_synthetic_set(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
