@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ser.data.build import front_end_from
 from ser.features.audio import BadAudio, load_audio
-from ser.features.mel import MelParams, log_mel
 from ser.models.export import eval_pipeline, load_classifier, predict_proba
 
 
@@ -33,20 +33,20 @@ class Predictor:
         self.net, self.normalizer, self.spec = load_classifier(model_dir)
         self.emotions = self.spec["emotions"]
         fe = self.spec["front_end"]
-        self.mel = MelParams(**{k: fe[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
+        self.front_end = front_end_from(fe)  # the features the model was trained on: log-mel or openSMILE LLDs
         self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
         self.pipeline = eval_pipeline(self.normalizer, self.spec)
         self.device = device
 
     def _segments(self, path: str, window: float | None, hop: float | None):
         # Windowed scoring reads the whole file, however long.
-        y = load_audio(path, sr=self.mel.sr, min_duration=self.min_duration,
-                       max_duration=None if window else self.max_duration)
+        sr, features = self.front_end.sr, self.front_end.from_signal
+        y = load_audio(path, sr=sr, min_duration=self.min_duration, max_duration=None if window else self.max_duration)
         if not window:
-            return [(0.0, len(y) / self.mel.sr, log_mel(y, self.mel))]
-        size, step = int(window * self.mel.sr), int((hop or window) * self.mel.sr)
+            return [(0.0, len(y) / sr, features(y))]
+        size, step = int(window * sr), int((hop or window) * sr)
         starts = list(range(0, max(1, len(y) - size + 1), step))
-        return [(s / self.mel.sr, min(len(y), s + size) / self.mel.sr, log_mel(y[s:s + size], self.mel)) for s in starts]
+        return [(s / sr, min(len(y), s + size) / sr, features(y[s:s + size])) for s in starts]
 
     def predict(self, paths, window: float | None = None, hop: float | None = None, per_file_norm: bool = False) -> list[dict]:
         """One dict per path; unusable files get an `error` instead of a label."""

@@ -13,6 +13,7 @@ from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
 from ser.features.cache import FeatureCache, FrontEnd
 from ser.features.mel import MelParams
+from ser.features.smile import SmileLLD
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,21 @@ def load_corpus(spec, cache_dir: str | Path) -> Corpus:
     return corpus
 
 
-def front_end_from(cfg_features) -> FrontEnd:
+def front_end_from(cfg_features):
+    """The front end a `features` config describes (conf/features/*.yaml): log-mel by default,
+    or `kind: smile_lld` for openSMILE's frame-level descriptors. Both give (channels, frames)."""
+    kind = cfg_features.get("kind", "mel")
+    durations = {"min_duration": cfg_features["min_duration"], "max_duration": cfg_features["max_duration"]}
+    if kind == "smile_lld":
+        return SmileLLD(feature_set=cfg_features["feature_set"], deltas=bool(cfg_features["deltas"]),
+                        sr=cfg_features["sr"], **durations)
+    if kind != "mel":
+        raise ValueError(f"unknown features.kind {kind!r}; choose mel or smile_lld")
     mel = MelParams(**{k: cfg_features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
-    return FrontEnd(mel=mel, min_duration=cfg_features["min_duration"], max_duration=cfg_features["max_duration"])
+    return FrontEnd(mel=mel, **durations)
 
 
-def labelled_mels(corpus: Corpus, front_end: FrontEnd, cache_dir: str | Path, workers: int = 0) -> LabelledMels:
+def labelled_mels(corpus: Corpus, front_end, cache_dir: str | Path, workers: int = 0) -> LabelledMels:
     cache = FeatureCache(Path(cache_dir) / "features", front_end)
     features, skipped = cache.get_many([c.path for c in corpus.clips], workers=workers)
     clips = [c for c in corpus.clips if c.path in features]

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, TensorDataset
 
 from ser.diffusion.module import SpectrogramDDPM
-from ser.diffusion.scaling import db_to_model, from_image, model_to_db, to_image
+from ser.diffusion.scaling import db_to_model, from_image, model_to_db, require_log_mel, to_image
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def fit_generator(cfg: DictConfig, images: torch.Tensor, labels: torch.Tensor | 
 def run_generate(cfg: DictConfig) -> dict:
     from ser.training import prepare
 
+    require_log_mel(cfg.features, "generate.py")
     pl.seed_everything(cfg.seed)
     data, split = prepare(cfg)
     gen_dir, syn_dir = Path(cfg.generator_dir), Path(cfg.synthetic_dir)

@@ -10,6 +10,7 @@ import torch
 from ser.data.datamodule import MelDataset
 from ser.diffusion.job import load_synthetic_set
 from ser.diffusion.module import assert_fold_safe
+from ser.diffusion.scaling import require_log_mel
 
 SYNTHETIC_SPEAKER = "synthetic"
 
@@ -27,6 +28,7 @@ def wants_synthetic(aug) -> bool:
 
 def synthetic_training_set(cfg, dm, split, emotions: list[str], n_real: int, seed: int) -> tuple[MelDataset, dict]:
     s = cfg.aug.synthetic
+    require_log_mel(cfg.features, f"aug={cfg.aug.get('name', 'ddpm')} (synthetic spectrograms)")
     path = Path(s.path)
     if not path.is_file():
         raise MissingSyntheticData(

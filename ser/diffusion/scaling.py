@@ -16,6 +16,14 @@ import torch
 import torch.nn.functional as F
 
 
+def require_log_mel(cfg_features, what: str) -> None:
+    """The generators learn and emit log-mel dB images; other front ends (openSMILE LLDs) have no
+    such fixed range and no inverse to audio, so mixing them with generated mels is refused."""
+    kind = cfg_features.get("kind", "mel")
+    if kind != "mel":
+        raise ValueError(f"{what} needs the log-mel front end (features=default); this run uses features.kind={kind!r}")
+
+
 def db_to_model(db: torch.Tensor, top_db: float = 80.0) -> torch.Tensor:
     return (2.0 * (db.clamp(-top_db, 0.0) + top_db) / top_db - 1.0).to(torch.float32)
 

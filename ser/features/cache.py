@@ -44,9 +44,16 @@ class FrontEnd:
                            "max": self.max_duration, "v": self.version}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
+    @property
+    def sr(self) -> int:
+        return self.mel.sr
+
+    def from_signal(self, y: np.ndarray) -> np.ndarray:
+        return log_mel(y, self.mel)
+
     def compute(self, path: str) -> np.ndarray:
         y = load_audio(path, sr=self.mel.sr, min_duration=self.min_duration, max_duration=self.max_duration)
-        return log_mel(y, self.mel)
+        return self.from_signal(y)
 
 
 def file_digest(path: str | Path) -> str:
@@ -58,7 +65,8 @@ def file_digest(path: str | Path) -> str:
 
 
 class FeatureCache:
-    """`front_end` is anything with `kind`, `fingerprint()`, `describe()` and `compute(path) -> array`."""
+    """`front_end` is anything with `kind`, `fingerprint()`, `describe()` and `compute(path) -> array`
+    (FrontEnd here; SmileLLD and SmileFunctionals in ser.features.smile)."""
 
     def __init__(self, root: str | Path, front_end=FrontEnd()):
         self.front_end = front_end

@@ -7,46 +7,17 @@ the test speaker, and results.json records that.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from omegaconf import OmegaConf
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from ser.features.audio import load_audio
 from ser.features.cache import FeatureCache
+from ser.features.smile import SmileFunctionals
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SmileFunctionals:
-    """openSMILE functionals of a clip, decoded and resampled the same way as the log-mels."""
-
-    feature_set: str = "eGeMAPSv02"
-    sr: int = 22050
-    min_duration: float = 0.25
-    max_duration: float = 30.0
-    kind: str = "smile"
-
-    def describe(self) -> dict:
-        return {"feature_set": self.feature_set, "sr": self.sr, "min_duration": self.min_duration,
-                "max_duration": self.max_duration}
-
-    def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:12]
-
-    def compute(self, path: str) -> np.ndarray:
-        import opensmile
-
-        smile = opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, self.feature_set),
-                                feature_level=opensmile.FeatureLevel.Functionals)
-        y = load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration)
-        return smile.process_signal(y, self.sr).to_numpy(dtype=np.float32).reshape(-1)
 
 
 def standardize_per_speaker(x: np.ndarray, speakers: list[str]) -> np.ndarray:
