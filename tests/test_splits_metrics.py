@@ -1,10 +1,13 @@
+import json
+
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from ser.data.splits import SpeakerLeak, Split, assert_speaker_disjoint, make_split, subsample_training
-from ser.evaluation.aggregate import mean_ci, paired_comparison
-from ser.evaluation.metrics import bootstrap_ci, classification_metrics
+from ser.evaluation.aggregate import find_runs, mean_ci, paired_comparison
+from ser.evaluation.metrics import UnweightedAccuracy, bootstrap_ci, classification_metrics
 
 
 def corpus(n_speakers=10, per=12, emotions=("a", "b", "c")):
@@ -83,6 +86,33 @@ def test_metrics_match_sklearn_and_ci_brackets_estimate():
 def run(fold, seed, ua, clips):
     return {"fold": fold, "seed": seed, "test_clips": clips, "emotions": ["a", "b"], "_dir": f"r{fold}{seed}",
             "metrics": {"ua": ua, "per_class_recall": [ua, ua]}}
+
+
+def test_ua_ignores_a_class_the_speaker_lacks_even_when_it_is_predicted():
+    # EmoDB speaker 08 has no disgust clips; calling one of his clips disgust must cost that
+    # clip's own class recall, not add a zero-recall disgust class to the average.
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0, 0, 1, 2])
+    assert classification_metrics(y, p, 3)["ua"] == pytest.approx(0.75)
+    assert balanced_accuracy_score(y, p) == pytest.approx(0.75)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    p = np.where(rng.random(300) < 0.6, y, rng.integers(0, 6, 300))  # predicts classes 4 and 5 too
+    metric = UnweightedAccuracy(6)
+    for i in range(0, 300, 64):  # accumulated over batches, as in validation
+        metric.update(torch.nn.functional.one_hot(torch.as_tensor(p[i:i + 64]), 6).float(), torch.as_tensor(y[i:i + 64]))
+    assert float(metric.compute()) == pytest.approx(balanced_accuracy_score(y, p), abs=1e-6)
+    assert classification_metrics(y, p, 6)["ua"] == pytest.approx(balanced_accuracy_score(y, p), abs=1e-6)
+
+
+def test_evaluate_rescores_runs_from_their_stored_predictions(tmp_path):
+    # Tables use the current metric code even for results.json written by an older version.
+    stale = {"metrics": {"ua": 0.5, "wa": 0.75, "macro_f1": 0.0, "ua_ci95": [0.4, 0.9]}, "emotions": ["a", "b", "c"],
+             "test_labels": [0, 0, 1, 1], "test_predictions": [0, 0, 1, 2]}
+    (tmp_path / "results.json").write_text(json.dumps(stale))
+    (run,) = find_runs([tmp_path])
+    assert run["metrics"]["ua"] == pytest.approx(0.75) and run["metrics"]["ua_ci95"] == [0.4, 0.9]
+    assert run["metrics"]["confusion"][1] == [0, 1, 1]
 
 
 def test_paired_comparison_pairs_by_fold_and_seed():

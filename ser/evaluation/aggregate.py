@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ser.evaluation.metrics import bootstrap_ci, unweighted_accuracy
+from ser.evaluation.metrics import bootstrap_ci, classification_metrics, unweighted_accuracy
 from ser.evaluation.plots import plot_arms, plot_confusion, plot_learning_curves
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,19 @@ METRICS = ("ua", "wa", "macro_f1")
 
 
 def find_runs(paths) -> list[dict]:
-    """Load results.json from run dirs, or from every run below a sweep dir."""
+    """Load results.json from run dirs, or from every run below a sweep dir.
+
+    Per-run metrics are recomputed from the stored test labels and predictions, so every table
+    uses the current metric code, also for runs written before a metric fix.
+    """
     runs = []
     for p in map(Path, paths):
         files = [p / "results.json"] if (p / "results.json").is_file() else sorted(p.rglob("results.json"))
         for f in files:
             r = json.loads(f.read_text())
             r["_dir"] = str(f.parent)
+            if r.get("test_labels") is not None and r.get("test_predictions") is not None:
+                r["metrics"].update(classification_metrics(r["test_labels"], r["test_predictions"], len(r["emotions"])))
             runs.append(r)
     if not runs:
         raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")

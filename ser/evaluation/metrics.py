@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_confusion_matrix,
@@ -12,14 +13,46 @@ from torchmetrics.functional.classification import (
 )
 
 
+def ua_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
+    """Recall averaged over the classes that occur in the targets.
+
+    Not torchmetrics' macro accuracy: that one keeps a class absent from the targets whenever it
+    was predicted (recall 0), so a test speaker with no 'disgust' clips is scored out of 7 classes
+    the moment one clip is called disgust (EmoDB's speaker 08 is such a speaker).
+    """
+    support = confusion.sum(dim=1)
+    present = support > 0
+    return (confusion.diagonal()[present].double() / support[present]).mean().float()
+
+
+class UnweightedAccuracy(Metric):
+    """UA (balanced accuracy) as a torchmetrics Metric: accumulates the confusion matrix (summed
+    across DDP processes) and averages recall over the classes present in the targets."""
+
+    full_state_update = False
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = num_classes
+        self.add_state("confusion", default=torch.zeros(num_classes, num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        if preds.ndim == target.ndim + 1:
+            preds = preds.argmax(dim=1)
+        self.confusion += multiclass_confusion_matrix(preds, target, self.num_classes).to(self.confusion)
+
+    def compute(self) -> torch.Tensor:
+        return ua_from_confusion(self.confusion)
+
+
 def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
     t, p = torch.as_tensor(np.asarray(y_true)), torch.as_tensor(np.asarray(y_pred))
-    confusion = multiclass_confusion_matrix(p, t, num_classes).numpy()
+    confusion_t = multiclass_confusion_matrix(p, t, num_classes)
+    confusion = confusion_t.numpy()
     support = confusion.sum(axis=1)
     recall = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan), where=support > 0)
     return {
-        # torchmetrics' macro average skips classes absent from the targets, as UA should.
-        "ua": float(multiclass_accuracy(p, t, num_classes, average="macro")),
+        "ua": float(ua_from_confusion(confusion_t)),
         "wa": float(multiclass_accuracy(p, t, num_classes, average="micro")),
         "macro_f1": float(multiclass_f1_score(p, t, num_classes, average="macro")),
         "per_class_recall": [None if np.isnan(r) else float(r) for r in recall],

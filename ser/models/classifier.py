@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from ser.evaluation.metrics import UnweightedAccuracy
 from ser.models.backbones import build_backbone
 
 
@@ -23,7 +24,7 @@ class EmotionClassifier(pl.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.ones(num_classes)
         self.register_buffer("class_weights", weights)
         metrics = MetricCollection({
-            "ua": MulticlassAccuracy(num_classes, average="macro"),
+            "ua": UnweightedAccuracy(num_classes),
             "wa": MulticlassAccuracy(num_classes, average="micro"),
             "macro_f1": MulticlassF1Score(num_classes, average="macro"),
         })
