@@ -87,6 +87,10 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
 
     pl.seed_everything(cfg.seed, workers=True)
     m, aug = cfg.model, cfg.aug
+    if m.input.normalization == "none" and cfg.features.get("kind", "mel") != "mel":
+        # "none" is a fixed map of the [-80, 0] dB range; descriptors in Hz, dB and ratios need statistics.
+        raise ValueError(f"model.input.normalization=none only suits log-mel dB; with features.kind="
+                         f"{cfg.features.kind!r} use global or speaker")
     dm = SERDataModule(
         data, split, normalization=m.input.normalization, size=m.input.get("size"), frames=m.input.get("frames"),
         resize_method=m.input.get("resize_method", "bilinear"), pad=m.input.get("pad", "zero"),

@@ -86,7 +86,10 @@ def test_train_and_predict_with_lld_features(tmp_path, cache_dir):
 
 
 @pytest.mark.slow
-def test_generators_refuse_non_mel_features(tmp_path, cache_dir):
+def test_what_only_suits_log_mels_refuses_other_features(tmp_path, cache_dir):
     with pytest.raises(AssertionError, match="log-mel front end"):
         run_script("generate.py", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=compare_lld",
                    f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'gen'}", "mode=train")
+    with pytest.raises(AssertionError, match="normalization=none only suits log-mel"):
+        run_script("train.py", *TINY, "features=compare_lld", "model.input.normalization=none",
+                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}")
