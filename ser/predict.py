@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.data.build import front_end_from
+from ser.data.build import front_end_from, functionals_front_end
 from ser.features.audio import BadAudio, load_audio
-from ser.models.export import eval_pipeline, load_classifier, predict_proba
+from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, predict_proba
 
 
 class Predictor:
@@ -34,26 +34,41 @@ class Predictor:
         self.emotions = self.spec["emotions"]
         fe = self.spec["front_end"]
         self.front_end = front_end_from(fe)  # the features the model was trained on: log-mel or openSMILE LLDs
+        self.functionals = functionals_front_end(fe)  # and per-clip functionals, for models that read them too
+        self.functionals_normalizer = load_functionals_normalizer(model_dir, self.spec)
         self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
         self.pipeline = eval_pipeline(self.normalizer, self.spec)
         self.device = device
 
+    def _features(self, y: np.ndarray):
+        frames = torch.from_numpy(self.front_end.from_signal(y)).unsqueeze(0)
+        if self.functionals is None:
+            return frames, None
+        return frames, torch.from_numpy(np.nan_to_num(self.functionals.from_signal(y), nan=0.0, posinf=0.0, neginf=0.0))
+
     def _segments(self, path: str, window: float | None, hop: float | None):
+        """(start s, end s, frames, functionals or None) per scored segment: the file, or its windows."""
         # Windowed scoring reads the whole file, however long.
-        sr, features = self.front_end.sr, self.front_end.from_signal
+        sr = self.front_end.sr
         y = load_audio(path, sr=sr, min_duration=self.min_duration, max_duration=None if window else self.max_duration)
         if not window:
-            return [(0.0, len(y) / sr, features(y))]
+            return [(0.0, len(y) / sr, *self._features(y))]
         size, step = int(window * sr), int((hop or window) * sr)
         starts = list(range(0, max(1, len(y) - size + 1), step))
-        return [(s / sr, min(len(y), s + size) / sr, features(y[s:s + size])) for s in starts]
+        return [(s / sr, min(len(y), s + size) / sr, *self._features(y[s:s + size])) for s in starts]
+
+    def _inputs(self, segs, speaker: str) -> list:
+        frames = [self.pipeline(m, speaker, train=False) for _, _, m, _ in segs]
+        if self.functionals_normalizer is None:
+            return frames
+        return [(x, self.functionals_normalizer(v, speaker)) for x, (_, _, _, v) in zip(frames, segs)]
 
     def predict(self, paths, window: float | None = None, hop: float | None = None, per_file_norm: bool = False) -> list[dict]:
         """One dict per path; unusable files get an `error` instead of a label."""
         decoded, results = {}, {}
         for p in map(str, paths):
             try:
-                decoded[p] = [(a, b, torch.from_numpy(m).unsqueeze(0)) for a, b, m in self._segments(p, window, hop)]
+                decoded[p] = self._segments(p, window, hop)
             except BadAudio as err:
                 results[p] = {"path": p, "error": err.reason}
         if self.normalizer.mode == "speaker":
@@ -62,18 +77,20 @@ class Predictor:
             groups = {p: [p] for p in decoded} if per_file_norm else {"*": list(decoded)}
             for key, members in groups.items():
                 if members:
-                    self.normalizer.add_speaker(key, [m for p in members for _, _, m in decoded[p]])
+                    segs = [seg for p in members for seg in decoded[p]]
+                    self.normalizer.add_speaker(key, [m for _, _, m, _ in segs])
+                    if self.functionals_normalizer is not None:
+                        self.functionals_normalizer.add_speaker(key, [v for _, _, _, v in segs])
         for p, segs in decoded.items():
             speaker = p if per_file_norm else "*"
-            probs = predict_proba(self.net, [self.pipeline(m, speaker, train=False) for _, _, m in segs],
-                                  device=self.device).numpy()
+            probs = predict_proba(self.net, self._inputs(segs, speaker), device=self.device).numpy()
             mean = probs.mean(axis=0)
             out = {"path": p, "label": self.emotions[int(mean.argmax())],
                    "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, mean)}}
             if window:
                 out["windows"] = [{"start": round(a, 3), "end": round(b, 3), "label": self.emotions[int(q.argmax())],
                                    "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, q)}}
-                                  for (a, b, _), q in zip(segs, probs)]
+                                  for (a, b, _, _), q in zip(segs, probs)]
             results[p] = out
         return [results[str(p)] for p in paths]
 
@@ -90,7 +107,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     predictor = Predictor(args.checkpoint, device=args.device)
     failed = 0
-    for row in predictor.predict(args.files, window=args.window, hop=args.hop, per_file_norm=args.per_file_norm):
+    try:
+        rows = predictor.predict(args.files, window=args.window, hop=args.hop, per_file_norm=args.per_file_norm)
+    except ValueError as err:  # e.g. too few clips of a speaker for a speaker-normalised model
+        print(f"ser-predict: {err}", file=sys.stderr)
+        return 2
+    for row in rows:
         failed += "error" in row
         print(json.dumps(row), flush=True)
     if failed:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ser.data.build import front_end_from, labelled_mels, load_corpus
+from ser.data.build import front_end_from, functionals_front_end, labelled_mels, load_corpus
 from ser.data.splits import make_split, subsample_training
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
 from ser.evaluation.plots import plot_confusion
@@ -34,7 +34,8 @@ def prepare(cfg: DictConfig):
     """Corpus, cached spectrograms and this run's split (shared by every model kind)."""
     cache_dir = Path(cfg.paths.cache_dir)
     corpus = load_corpus(OmegaConf.to_container(cfg.dataset, resolve=True), cache_dir)
-    data = labelled_mels(corpus, front_end_from(cfg.features), cache_dir, workers=cfg.features.workers)
+    data = labelled_mels(corpus, front_end_from(cfg.features), cache_dir, workers=cfg.features.workers,
+                         functionals=functionals_front_end(cfg.features) if cfg.model.kind == "neural" else None)
     s = cfg.split
     split = make_split(data.speakers, [c.emotion for c in data.clips], protocol=s.protocol, fold=s.fold, k=s.k,
                        n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed)
@@ -82,7 +83,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
 
     from ser.data.datamodule import SERDataModule
     from ser.models.classifier import EmotionClassifier
-    from ser.models.export import eval_pipeline, export_classifier, predict_proba
+    from ser.models.export import export_classifier, predict_proba
     from ser.tracking import build_loggers
 
     pl.seed_everything(cfg.seed, workers=True)
@@ -91,6 +92,15 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         # "none" is a fixed map of the [-80, 0] dB range; descriptors in Hz, dB and ratios need statistics.
         raise ValueError(f"model.input.normalization=none only suits log-mel dB; with features.kind="
                          f"{cfg.features.kind!r} use global or speaker")
+    backbone = OmegaConf.to_container(m.backbone, resolve=True)
+    if backbone["arch"] == "hybrid_tdnn":
+        if data.functionals is None:
+            raise ValueError("model=hybrid_tdnn reads per-clip openSMILE functionals beside the frames: set "
+                             "features.functionals (e.g. features=compare_lld_functionals, or features.functionals=ComParE_2016)")
+        backbone["side_dim"] = int(data.functionals[0].numel())  # saved in model.json, so the export rebuilds
+    elif data.functionals is not None:
+        raise ValueError(f"features.functionals={cfg.features.functionals} is read only by model=hybrid_tdnn, "
+                         f"not by {backbone['arch']}; drop it or switch model")
     dm = SERDataModule(
         data, split, normalization=m.input.normalization, size=m.input.get("size"), frames=m.input.get("frames"),
         resize_method=m.input.get("resize_method", "bilinear"), pad=m.input.get("pad", "zero"),
@@ -101,6 +111,8 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
 
     if wants_synthetic(aug):
+        if data.functionals is not None:
+            raise ValueError("synthetic spectrograms have no openSMILE functionals; aug=ddpm cannot feed model=hybrid_tdnn")
         dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, len(split.train), cfg.seed)
         dm.extra_only = synthetic_info["only"]
     counts = dm.class_counts()
@@ -108,7 +120,6 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     if m.class_weights == "balanced":
         # Inverse-frequency weights so every emotion counts equally in the loss, as it does in UA.
         class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
-    backbone = OmegaConf.to_container(m.backbone, resolve=True)
     model = EmotionClassifier(backbone=backbone, num_classes=dm.num_classes, emotions=data.emotions, lr=m.lr,
                               weight_decay=m.weight_decay, optimizer=m.optimizer, scheduler=m.scheduler,
                               class_weights=class_weights, label_smoothing=m.label_smoothing,
@@ -145,9 +156,9 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     model.load_state_dict(state)
     spec = {"backbone": backbone, "emotions": data.emotions, "front_end": OmegaConf.to_container(cfg.features),
             "input": OmegaConf.to_container(m.input, resolve=True), "trained_on": split.train_speakers}
-    export_classifier(run_dir / "model", model.net, dm.normalizer, spec)
-    pipeline = eval_pipeline(dm.normalizer, spec)
-    test_inputs = [pipeline(data.mels[i], data.clips[i].speaker, train=False) for i in split.test]
+    export_classifier(run_dir / "model", model.net, dm.normalizer, spec, functionals_normalizer=dm.functionals_normalizer)
+    test_set = dm.dataset("test")  # the evaluation pipeline, and the functionals where the model reads them
+    test_inputs = [test_set[j][0] for j in range(len(test_set))]
     y_prob = predict_proba(model.net, test_inputs, batch_size=m.batch_size, device=inference_device(hw)).numpy()
     extra = {
         "selected_checkpoint": Path(use).name, "best_val_ua": _float(checkpoint.best_model_score),

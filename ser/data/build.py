@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ser.data.corpora import Corpus, combine, load_emodb, load_folder, load_manifest, load_ravdess
@@ -13,7 +14,7 @@ from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
 from ser.features.cache import FeatureCache, FrontEnd
 from ser.features.mel import MelParams
-from ser.features.smile import SmileLLD
+from ser.features.smile import SmileFunctionals, SmileLLD
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +62,32 @@ def front_end_from(cfg_features):
     return FrontEnd(mel=mel, **durations)
 
 
-def labelled_mels(corpus: Corpus, front_end, cache_dir: str | Path, workers: int = 0) -> LabelledMels:
-    cache = FeatureCache(Path(cache_dir) / "features", front_end)
-    features, skipped = cache.get_many([c.path for c in corpus.clips], workers=workers)
-    clips = [c for c in corpus.clips if c.path in features]
+def functionals_front_end(cfg_features) -> SmileFunctionals | None:
+    """The per-clip openSMILE functionals a `features` config asks for beside its frames
+    (`functionals: ComParE_2016`), decoded like the frames; None when it asks for none."""
+    name = cfg_features.get("functionals")
+    if not name:
+        return None
+    return SmileFunctionals(name, cfg_features["sr"], cfg_features["min_duration"], cfg_features["max_duration"])
+
+
+def labelled_mels(corpus: Corpus, front_end, cache_dir: str | Path, workers: int = 0,
+                  functionals: SmileFunctionals | None = None) -> LabelledMels:
+    """Cached features for every usable clip; with `functionals`, also each clip's functionals
+    (a clip missing either is skipped, with the reason)."""
+    paths = [c.path for c in corpus.clips]
+    features, skipped = FeatureCache(Path(cache_dir) / "features", front_end).get_many(paths, workers=workers)
+    vectors = {}
+    if functionals is not None:
+        usable = [p for p in paths if p in features]
+        vectors, more = FeatureCache(Path(cache_dir) / "features", functionals).get_many(usable, workers=workers)
+        skipped = skipped + [dict(s, reason=f"functionals: {s['reason']}") for s in more]
+    clips = [c for c in corpus.clips if c.path in features and (functionals is None or c.path in vectors)]
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
     emotions = ordered(c.emotion for c in clips)
     mels = [torch.from_numpy(features[c.path]).unsqueeze(0) for c in clips]
-    return LabelledMels(clips=clips, mels=mels, emotions=emotions, skipped=corpus.skipped + skipped)
+    side = None
+    if functionals is not None:
+        side = [torch.from_numpy(np.nan_to_num(vectors[c.path], nan=0.0, posinf=0.0, neginf=0.0)).float() for c in clips]
+    return LabelledMels(clips=clips, mels=mels, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)

@@ -11,7 +11,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ser.data.corpora import Clip
 from ser.data.splits import Split
-from ser.features.transforms import InputPipeline, MelNormalizer, pad_batch
+from ser.features.transforms import FunctionalsNormalizer, InputPipeline, MelNormalizer, collate_inputs
 
 
 @dataclass
@@ -22,6 +22,7 @@ class LabelledMels:
     mels: list[torch.Tensor]  # (1, n_mels, frames), dB
     emotions: list[str]  # class order
     skipped: list[dict] = field(default_factory=list)
+    functionals: list[torch.Tensor] | None = None  # (D,) per clip, for models that also read openSMILE functionals
 
     @property
     def labels(self) -> np.ndarray:
@@ -34,15 +35,22 @@ class LabelledMels:
 
 
 class MelDataset(Dataset):
-    def __init__(self, mels, labels, speakers, pipeline: InputPipeline, train: bool):
+    """Model inputs and labels: a spectrogram through its pipeline, paired with the clip's
+    normalised functionals when the model reads them too."""
+
+    def __init__(self, mels, labels, speakers, pipeline: InputPipeline, train: bool,
+                 functionals: list[torch.Tensor] | None = None, functionals_normalizer: FunctionalsNormalizer | None = None):
         self.mels, self.labels, self.speakers = mels, labels, speakers
         self.pipeline, self.train = pipeline, train
+        self.functionals, self.functionals_normalizer = functionals, functionals_normalizer
 
     def __len__(self):
         return len(self.mels)
 
     def __getitem__(self, i):
         x = self.pipeline(self.mels[i], self.speakers[i], self.train)
+        if self.functionals is not None:
+            x = (x, self.functionals_normalizer(self.functionals[i], self.speakers[i]))
         return x, int(self.labels[i])
 
 
@@ -63,11 +71,19 @@ class SERDataModule(pl.LightningDataModule):
         elif normalization == "speaker":
             # Label-free statistics per speaker, test speakers included (transductive).
             self.normalizer.fit(data.mels, speakers)
+        self.functionals_normalizer = None
+        if data.functionals is not None:
+            # The same statistics scheme as the frames: training clips, or every speaker's own clips.
+            self.functionals_normalizer = FunctionalsNormalizer(normalization)
+            fit_on = split.train if normalization == "global" else range(len(data.clips))
+            self.functionals_normalizer.fit([data.functionals[i] for i in fit_on], [speakers[i] for i in fit_on])
         self.train_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, specaug, pad)
         self.eval_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, None, pad)
         self._sets = {
             name: MelDataset([data.mels[i] for i in idx], labels[idx], [speakers[i] for i in idx],
-                             self.train_pipeline if name == "train" else self.eval_pipeline, train=name == "train")
+                             self.train_pipeline if name == "train" else self.eval_pipeline, train=name == "train",
+                             functionals=None if data.functionals is None else [data.functionals[i] for i in idx],
+                             functionals_normalizer=self.functionals_normalizer)
             for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
         }
 
@@ -88,7 +104,7 @@ class SERDataModule(pl.LightningDataModule):
 
     def _collate(self, batch):
         xs, ys = zip(*batch)
-        return pad_batch(list(xs), self.train_pipeline.pad), torch.tensor(ys)
+        return collate_inputs(list(xs), self.train_pipeline.pad), torch.tensor(ys)
 
     def _loader(self, dataset, shuffle: bool):
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,

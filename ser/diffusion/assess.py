@@ -43,6 +43,9 @@ def assess_synthetic_set(cfg: DictConfig, data, split) -> dict:
     syn_mels, syn_labels, info = load_synthetic_set(syn_path)
     model_dir = Path(qc.classifier) / "model" if (Path(qc.classifier) / "model").is_dir() else Path(qc.classifier)
     net, normalizer, spec = load_classifier(model_dir)
+    if spec["front_end"].get("functionals"):
+        raise ValueError(f"{qc.classifier} also reads openSMILE functionals, which generated spectrograms lack; "
+                         "judge samples with a classifier trained on log-mels alone")
     if spec["emotions"] != data.emotions or info["emotions"] != data.emotions:
         raise ValueError(f"emotions differ: dataset {data.emotions}, classifier {spec['emotions']}, synthetic {info['emotions']}")
 

@@ -19,16 +19,15 @@ class MelNormalizer:
     mode="none": a fixed affine map of the [-80, 0] dB range to about [-2, 2].
     """
 
-    def __init__(self, mode: str = "global"):
+    def __init__(self, mode: str = "global", min_std: float = 1e-3):
         if mode not in ("global", "speaker", "none"):
             raise ValueError(f"unknown normalisation {mode!r}; choose global, speaker or none")
-        self.mode = mode
+        self.mode, self.min_std = mode, min_std
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    @staticmethod
-    def _stats(mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _stats(self, mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         frames = torch.cat([m.reshape(m.shape[-2], -1) for m in mels], dim=1)
-        return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(1e-3)
+        return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(self.min_std)
 
     def fit(self, mels: list[torch.Tensor], speakers: list[str]) -> "MelNormalizer":
         if self.mode == "global":
@@ -60,6 +59,52 @@ class MelNormalizer:
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         keys = {k.rsplit(".", 1)[0] for k in state}
         self.stats = {k: (state[f"{k}.mean"], state[f"{k}.std"]) for k in keys}
+
+
+class FunctionalsNormalizer:
+    """Per-feature standardisation of per-clip vectors (openSMILE functionals), globally or per
+    speaker like `MelNormalizer`, then clipped to +-`clip`: a few of ComParE's 6373 functionals
+    have tails long enough to swamp a linear layer. Per speaker needs at least two clips of
+    each speaker (one clip has no spread to divide by)."""
+
+    def __init__(self, mode: str = "speaker", clip: float = 6.0):
+        if mode == "none":
+            raise ValueError("openSMILE functionals mix Hz, dB and ratios; normalise them globally or per speaker, not none")
+        # Nearly-constant functionals are legitimate (they are zero for every clip of a speaker).
+        self.inner, self.clip = MelNormalizer(mode, min_std=1e-6), clip
+
+    @property
+    def mode(self) -> str:
+        return self.inner.mode
+
+    @staticmethod
+    def _column(v: torch.Tensor) -> torch.Tensor:
+        return v.reshape(1, -1, 1)
+
+    def fit(self, vectors: list[torch.Tensor], speakers: list[str]) -> "FunctionalsNormalizer":
+        if self.mode == "speaker":
+            counts = {s: speakers.count(s) for s in set(speakers)}
+            lonely = sorted(s for s, n in counts.items() if n < 2)
+            if lonely:
+                raise ValueError(f"per-speaker functionals need >= 2 clips per speaker; speaker(s) {lonely} have one")
+        self.inner.fit([self._column(v) for v in vectors], speakers)
+        return self
+
+    def add_speaker(self, speaker: str, vectors: list[torch.Tensor]) -> None:
+        if self.mode == "speaker" and len(vectors) < 2:
+            raise ValueError("this model standardises openSMILE functionals per speaker, which needs at least two "
+                             "clips (or windows) of the speaker scored together; pass more files of the speaker, "
+                             "or score a long recording with --window")
+        self.inner.add_speaker(speaker, [self._column(v) for v in vectors])
+
+    def __call__(self, v: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
+        return self.inner(self._column(v), speaker).reshape(-1).clamp(-self.clip, self.clip)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.inner.load_state_dict(state)
 
 
 def resize(mel: torch.Tensor, size: tuple[int, int], method: str = "bilinear") -> torch.Tensor:
@@ -130,3 +175,24 @@ def pad_batch(inputs: list[torch.Tensor], pad: str = "repeat") -> torch.Tensor:
     """Stack inputs of different lengths, padding each to the longest (for native-length models)."""
     longest = max(x.shape[-1] for x in inputs)
     return torch.stack([crop_or_pad(x, longest, random=False, pad=pad) for x in inputs])
+
+
+# A model input is a tensor (1, H, W), or, for models that also read per-clip functionals
+# (model=hybrid_tdnn), a pair (tensor (1, H, W), vector (D,)). These helpers treat both alike.
+
+def collate_inputs(inputs: list, pad: str = "repeat"):
+    """Batch model inputs: frames padded to the longest; the vectors of pairs stacked."""
+    if isinstance(inputs[0], (tuple, list)):
+        frames, vectors = zip(*inputs)
+        return pad_batch(list(frames), pad), torch.stack(list(vectors))
+    return pad_batch(inputs, pad)
+
+
+def input_frames(x):
+    """The frame tensor of an input or batch (its first part, for pairs)."""
+    return x[0] if isinstance(x, (tuple, list)) else x
+
+
+def map_input(fn, x):
+    """Apply `fn` to every tensor of an input or batch (e.g. moving to a device, mixing)."""
+    return tuple(fn(t) for t in x) if isinstance(x, (tuple, list)) else fn(x)

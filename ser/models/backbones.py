@@ -81,6 +81,56 @@ class MelTDNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
+class AttentiveStatsPool(nn.Module):
+    """Mean and standard deviation over time, weighted by a learned per-frame attention score
+    (Okabe et al. 2018): frames that carry the emotion count more than pauses and steady vowels."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.score = nn.Conv1d(channels, 1, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, 2C)
+        w = torch.softmax(self.score(h), dim=-1)
+        mean = (h * w).sum(dim=-1)
+        std = ((h - mean.unsqueeze(-1)) ** 2 * w).sum(dim=-1).clamp_min(1e-6).sqrt()
+        return torch.cat([mean, std], dim=1)
+
+
+class HybridTDNN(nn.Module):
+    """Two views of a clip: a TDNN with attentive statistics pooling over its frame-level
+    descriptors, and a dropout-regularised projection of its openSMILE functionals; one head
+    reads both.
+
+    Input: a pair (frames (B, 1, n_mels, T), functionals (B, side_dim)). The functionals carry
+    what the frame network struggles to learn from ~500 clips (voiced-segment statistics,
+    percentiles, regression shapes); the frames carry the dynamics the functionals average out.
+    On EmoDB LOSO the pair does better than either alone (docs/benchmarks.md).
+    """
+
+    def __init__(self, num_classes: int, side_dim: int, in_chans: int = 1, n_mels: int = 130, channels: int = 128,
+                 input_dropout: float = 0.1, side_dropout: float = 0.5, drop_rate: float = 0.3):
+        super().__init__()
+        c = channels
+        self.frames = nn.Sequential(
+            nn.Dropout(input_dropout),
+            nn.Conv1d(n_mels * in_chans, c, 5, padding=2), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+            nn.Conv1d(c, c, 3, padding=2, dilation=2), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+            nn.Conv1d(c, c, 3, padding=3, dilation=3), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+        )
+        self.pool = AttentiveStatsPool(c)
+        self.functionals = nn.Sequential(nn.Dropout(side_dropout), nn.Linear(side_dim, c), nn.ReLU(inplace=True))
+        self.num_features = 3 * c
+        self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(3 * c, c), nn.ReLU(inplace=True),
+                                  nn.Dropout(drop_rate), nn.Linear(c, num_classes))
+
+    def forward_features(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        frames, functionals = x
+        return torch.cat([self.pool(self.frames(frames.flatten(1, 2))), self.functionals(functionals)], dim=1)
+
+    def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
 class DeepEnsemble(nn.Module):
     """N copies of a network with different initialisations, trained side by side on the same
     batches (each with its own loss) and averaged at prediction time.
@@ -105,11 +155,11 @@ def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: b
     if ensemble > 1:
         return DeepEnsemble([build_backbone(arch, num_classes, in_chans, pretrained, weights, drop_rate, **kwargs)
                              for _ in range(ensemble)])
-    if arch in ("spectro_cnn", "mel_tdnn"):
+    ours = {"spectro_cnn": SpectroCNN, "mel_tdnn": MelTDNN, "hybrid_tdnn": HybridTDNN}
+    if arch in ours:
         if pretrained or weights:
             raise ValueError(f"{arch} has no pretrained weights; set model.pretrained=false")
-        cls = SpectroCNN if arch == "spectro_cnn" else MelTDNN
-        return cls(num_classes, in_chans, drop_rate=drop_rate, **kwargs)
+        return ours[arch](num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     common = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     if weights == "torchvision":
         weights = torchvision_checkpoint(arch)

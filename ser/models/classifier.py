@@ -9,6 +9,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from ser.evaluation.metrics import UnweightedAccuracy
+from ser.features.transforms import map_input
 from ser.models.backbones import build_backbone
 
 
@@ -48,19 +49,19 @@ class EmotionClassifier(pl.LightningModule):
         if alpha > 0:
             # mixup (Zhang et al. 2018): train on convex combinations of pairs of examples.
             lam = float(torch.distributions.Beta(alpha, alpha).sample())
-            perm = torch.randperm(x.shape[0], device=x.device)
-            outs = self._logits_for_training(lam * x + (1 - lam) * x[perm])
+            perm = torch.randperm(len(y), device=y.device)
+            outs = self._logits_for_training(map_input(lambda t: lam * t + (1 - lam) * t[perm], x))
             loss = sum(lam * self._loss(z, y) + (1 - lam) * self._loss(z, y[perm]) for z in outs) / len(outs)
         else:
             outs = self._logits_for_training(x)
             loss = sum(self._loss(z, y) for z in outs) / len(outs)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y), sync_dist=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        self.log("val/loss", self._loss(logits, y), on_epoch=True, prog_bar=False, batch_size=x.shape[0], sync_dist=True)
+        self.log("val/loss", self._loss(logits, y), on_epoch=True, prog_bar=False, batch_size=len(y), sync_dist=True)
         self.val_metrics.update(logits, y)
 
     def on_validation_epoch_end(self):
@@ -68,7 +69,7 @@ class EmotionClassifier(pl.LightningModule):
         self.val_metrics.reset()
 
     def predict_step(self, batch, batch_idx):
-        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x, _ = batch  # (inputs, labels), as the DataModule's loaders give them
         return torch.softmax(self(x).float(), dim=-1)
 
     def configure_optimizers(self):
