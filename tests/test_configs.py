@@ -22,6 +22,8 @@ def test_every_group_option_composes(group):
 
 @pytest.mark.parametrize("name,dataset,model,split,folds", [
     ("emodb_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
+    ("emodb_lld_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
+    ("emodb_hybrid_cpu", "emodb", "hybrid_tdnn", "loso", "range(10)"),
     ("ravdess_cpu", "ravdess", "spectro_cnn", "kfold", "range(6)"),
     ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
     ("ravdess_seed", "ravdess", "resnet50", "kfold", "range(6)"),
@@ -34,6 +36,8 @@ def test_experiment_presets(name, dataset, model, split, folds):
     cfg = compose_train(f"+experiment={name}")
     assert (cfg.dataset.name, cfg.model.name, cfg.split.protocol) == (dataset, model, split)
     assert cfg.hydra.sweeper.params["split.fold"] == folds
+    # A model that reads functionals gets them, and only such a model.
+    assert bool(cfg.features.get("functionals")) == (model == "hybrid_tdnn")
 
 
 def test_reference_recipe_is_the_published_one():

@@ -104,7 +104,7 @@ class HybridTDNN(nn.Module):
     Input: a pair (frames (B, 1, n_mels, T), functionals (B, side_dim)). The functionals carry
     what the frame network struggles to learn from ~500 clips (voiced-segment statistics,
     percentiles, regression shapes); the frames carry the dynamics the functionals average out.
-    On EmoDB LOSO the pair does better than either alone (docs/benchmarks.md).
+    On EmoDB LOSO it is level with ComParE functionals + SVM, not ahead (docs/benchmarks.md).
     """
 
     def __init__(self, num_classes: int, side_dim: int, in_chans: int = 1, n_mels: int = 130, channels: int = 128,
