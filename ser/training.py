@@ -35,7 +35,8 @@ def prepare(cfg: DictConfig):
     cache_dir = Path(cfg.paths.cache_dir)
     corpus = load_corpus(OmegaConf.to_container(cfg.dataset, resolve=True), cache_dir)
     data = labelled_mels(corpus, front_end_from(cfg.features), cache_dir, workers=cfg.features.workers,
-                         functionals=functionals_front_end(cfg.features) if cfg.model.kind == "neural" else None)
+                         # Per-clip functionals only for the networks (generate.py composes no model).
+                         functionals=functionals_front_end(cfg.features) if OmegaConf.select(cfg, "model.kind") == "neural" else None)
     s = cfg.split
     split = make_split(data.speakers, [c.emotion for c in data.clips], protocol=s.protocol, fold=s.fold, k=s.k,
                        n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed)
