@@ -5,16 +5,20 @@
     python generate.py -m dataset=emodb split.fold='range(10)' paths.data_root=/data
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
+
+from ser.experiment import require_cluster_launcher
+from ser.jobs.generate import run_generate
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="generate")
 def main(cfg: DictConfig) -> None:
-    from ser.diffusion.job import run_generate
-
     run_generate(cfg)
 
 
 if __name__ == "__main__":
+    require_cluster_launcher(sys.argv[1:])
     main()

@@ -6,19 +6,21 @@
     python evaluate.py                                     # aggregate the latest sweep
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from ser.experiment import arm_of, run_dir_of
+from ser.experiment import arm_of, require_cluster_launcher
+from ser.jobs.train import run_experiment
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from ser.training import run_experiment
-
-    results = run_experiment(cfg, run_dir_of(), arm=arm_of())
+    results = run_experiment(cfg, arm=arm_of())
     return None if results is None else results["metrics"]["ua"]
 
 
 if __name__ == "__main__":
+    require_cluster_launcher(sys.argv[1:])
     main()

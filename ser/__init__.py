@@ -2,12 +2,14 @@
 
 The package mirrors the pipeline:
 
+    ser.jobs        what train.py, generate.py and evaluate.py run: one config -> results
+    ser.models      classifiers (timm backbones and our own in Lightning, openSMILE + SVM baseline)
+    ser.diffusion   spectrogram generators: train, sample, edit, mix into training, assess
     ser.data        corpora -> clips (path, emotion, speaker), speaker-independent splits
-    ser.features    audio -> log-mel spectrogram tensors, cached on disk
-    ser.models      classifiers (timm backbones in Lightning, a classical eGeMAPS + SVM baseline)
+    ser.features    audio -> log-mel or openSMILE feature tensors, cached on disk
     ser.evaluation  metrics, confidence intervals, paired tests, plots
-    ser.training    one experiment = one Hydra config -> results.json
     ser.predict     a trained run -> emotions of new audio files
+    ser.errors      SerError, the root of every error ser raises
 """
 
 from ser.emotions import EMOTIONS

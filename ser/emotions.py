@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ser.errors import UnknownEmotion
+
 # Canonical names, in a fixed order. A dataset uses the subset it has, in this order,
 # so class indices are stable across runs and corpora.
 EMOTIONS: tuple[str, ...] = (
@@ -28,10 +30,6 @@ ALIASES: dict[str, str] = {
     "sur": "surprised", "surprise": "surprised", "surprised": "surprised",
     "bor": "boredom", "boredom": "boredom", "bored": "boredom",
 }
-
-
-class UnknownEmotion(ValueError):
-    pass
 
 
 def canonical(label: str) -> str:

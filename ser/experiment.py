@@ -1,28 +1,26 @@
-"""What identifies a run inside a sweep: its run directory and its "arm" (every choice except fold and seed).
-
-evaluate.py pairs runs of different arms that share a fold and a seed.
-"""
+"""What the entry points need from Hydra beyond the config: a run's "arm" (every choice except
+fold and seed; evaluate.py pairs runs of different arms that share a fold and a seed), and a
+clear message when an optional launcher is missing."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.util
+import sys
+
+from hydra.core.hydra_config import HydraConfig
 
 # Overrides that vary *within* an arm (replicates) or do not change what is measured.
-NOT_ARM = ("split.fold", "seed", "hydra", "paths", "logger", "hardware", "resume", "features.workers", "evaluation")
-# A preset sets values of its own (e.g. emodb_cpu's ensemble size), so it is part of the arm.
-ARM_GROUPS = ("experiment", "dataset", "model", "aug", "split", "diffusion")
-
-
-def run_dir_of() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().runtime.output_dir)
+NOT_ARM = ("split.fold", "seed", "generator.seed", "hydra", "paths", "logger", "callbacks", "hardware", "resume",
+           "features.workers", "evaluation")
+# A preset sets values of its own (e.g. emodb_cpu's ensemble size), so it is part of the arm. The
+# generator recipe (`diffusion`) is not listed: every run composes one, but only aug=ddpm runs use
+# it, so it joins the arm only when set on the command line (then for every run of the sweep alike,
+# and aug=none runs still pair with aug=ddpm runs).
+ARM_GROUPS = ("experiment", "dataset", "model", "aug", "split")
 
 
 def arm_of() -> dict:
     """The run's config-group choices plus any other override that is not a fold or a seed."""
-    from hydra.core.hydra_config import HydraConfig
-
     hc = HydraConfig.get()
     arm = {g: hc.runtime.choices.get(g) for g in ARM_GROUPS if hc.runtime.choices.get(g)}
     for override in hc.overrides.task:
@@ -31,3 +29,22 @@ def arm_of() -> dict:
             continue
         arm[key] = value
     return arm
+
+
+CLUSTER_LAUNCHER = "hydra_plugins.hydra_submitit_launcher"
+
+
+def require_cluster_launcher(argv: list[str]) -> None:
+    """`hardware=cluster` launches through Hydra's submitit plugin, an optional extra. Without it
+    Hydra would only say that a config is missing; say what to install instead."""
+    wants = any(a.lstrip("+").startswith("hardware=cluster") or "submitit" in a for a in argv)
+    if wants and not _importable(CLUSTER_LAUNCHER):
+        sys.exit("hardware=cluster needs the Slurm launcher (hydra-submitit-launcher), an optional extra: "
+                 "pip install -e '.[cluster]'")
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False

@@ -21,15 +21,14 @@ import numpy as np
 import torch
 
 from ser.data.build import front_end_from, functionals_front_end
-from ser.features.audio import BadAudio, load_audio
-from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, predict_proba
+from ser.errors import BadAudio, SerError
+from ser.features.audio import load_audio
+from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, model_dir_of, predict_proba
 
 
 class Predictor:
     def __init__(self, run_dir: str | Path, device: str = "cpu"):
-        model_dir = Path(run_dir) / "model" if (Path(run_dir) / "model").is_dir() else Path(run_dir)
-        if not (model_dir / "model.json").is_file():
-            raise FileNotFoundError(f"{run_dir} holds no trained model (expected {model_dir}/model.json)")
+        model_dir = model_dir_of(run_dir)
         self.net, self.normalizer, self.spec = load_classifier(model_dir)
         self.emotions = self.spec["emotions"]
         fe = self.spec["front_end"]
@@ -105,11 +104,11 @@ def main(argv=None) -> int:
                     help="with speaker-normalised models: treat each file as a different speaker")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
-    predictor = Predictor(args.checkpoint, device=args.device)
     failed = 0
     try:
+        predictor = Predictor(args.checkpoint, device=args.device)
         rows = predictor.predict(args.files, window=args.window, hop=args.hop, per_file_norm=args.per_file_norm)
-    except ValueError as err:  # e.g. too few clips of a speaker for a speaker-normalised model
+    except SerError as err:  # no model there, or too few clips of a speaker for a speaker-normalised model
         print(f"ser-predict: {err}", file=sys.stderr)
         return 2
     for row in rows:

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny audio made in the test, a shared cache, offline trackers and hubs."""
+"""Shared fixtures: tiny audio made in the test, a shared cache, offline trackers and hubs, and
+configs composed in-process exactly as the entry points compose them (then the jobs run in this
+process: no interpreter start-up per run; subprocesses only where the process itself is tested)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
 
 # Nothing in the suite may wait on a network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -17,6 +22,7 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 
 ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
 SHARED = ROOT.parent / "shared" / "datasets"
 SR = 22050
 
@@ -46,6 +52,42 @@ TINY_TRAINING = [
     "hardware.progress_bar=false", "evaluation.n_bootstrap=50", "features.workers=1",
 ]
 TINY = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", *TINY_TRAINING]
+
+
+def compose_config(config_name: str, *overrides: str, output_dir: Path | None = None) -> DictConfig:
+    """`config_name` (train, generate, evaluate) with `overrides`, as `python <config_name>.py
+    overrides...` composes it, with its run dir at `output_dir`. Hydra's runtime is set too, so
+    `${hydra:...}` resolves and the run's arm (ser.experiment.arm_of) is what the CLI would record."""
+    paths = [] if config_name == "evaluate" else [f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name, overrides=[*overrides, *paths], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]  # as in a running app: the task's config without Hydra's own node
+    return cfg
+
+
+def train(*overrides: str, output_dir: Path) -> dict:
+    """train.py in-process: compose, then run the job with the arm the CLI would record."""
+    from ser.experiment import arm_of
+    from ser.jobs.train import run_experiment
+
+    cfg = compose_config("train", *overrides, output_dir=output_dir)
+    return run_experiment(cfg, arm=arm_of())
+
+
+def generate(*overrides: str, output_dir: Path) -> dict:
+    from ser.jobs.generate import run_generate
+
+    return run_generate(compose_config("generate", *overrides, output_dir=output_dir))
+
+
+def sweep(base: list[str], grid: list[list[str]], sweep_dir: Path, job=None) -> list:
+    """A -m sweep in-process, as Hydra's basic launcher runs it: each combination in <sweep_dir>/<k>."""
+    import itertools
+
+    job = job or train
+    return [job(*base, *combo, output_dir=sweep_dir / str(k)) for k, combo in enumerate(itertools.product(*grid))]
 
 
 def run_script(script: str, *args: str, cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -64,9 +64,9 @@ def test_spectro_cnn_handles_any_length():
 
 
 def test_mel_tdnn_and_deep_ensemble():
-    net = build_backbone("mel_tdnn", num_classes=4, n_mels=32, channels=16, layers=2)
+    net = build_backbone("mel_tdnn", num_classes=4, feat_dim=32, channels=16, layers=2)
     assert net(torch.randn(2, 1, 32, 50)).shape == (2, 4)
-    ens = build_backbone("mel_tdnn", num_classes=4, n_mels=32, channels=16, layers=2, ensemble=3)
+    ens = build_backbone("mel_tdnn", num_classes=4, feat_dim=32, channels=16, layers=2, ensemble=3)
     x = torch.randn(5, 1, 32, 50)
     members = [torch.softmax(z, -1) for z in ens.eval().member_logits(x)]
     assert len(members) == 3 and not torch.allclose(members[0], members[1])  # different initialisations
@@ -76,8 +76,9 @@ def test_mel_tdnn_and_deep_ensemble():
 def test_ensemble_members_train_on_their_own_losses():
     from ser.models.classifier import EmotionClassifier
 
-    model = EmotionClassifier({"arch": "mel_tdnn", "n_mels": 16, "channels": 8, "layers": 1, "ensemble": 2},
-                              num_classes=3, emotions=["a", "b", "c"])
+    model = EmotionClassifier({"arch": "mel_tdnn", "feat_dim": 16, "channels": 8, "layers": 1, "ensemble": 2},
+                              num_classes=3, emotions=["a", "b", "c"],
+                              optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3})
     x, y = torch.randn(6, 1, 16, 20), torch.tensor([0, 1, 2, 0, 1, 2])
     loss = model.training_step((x, y), 0)
     loss.backward()

@@ -1,9 +1,16 @@
-"""Every config group option and experiment preset composes and names what it should."""
+"""Every config group option and experiment preset composes, instantiates and names what it
+should; typos fail before any work, naming the valid choices."""
 
+import time
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from conftest import compose_config, run_script
+from ser.config import check_targets
+from ser.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -13,11 +20,27 @@ def compose_train(*overrides):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
-@pytest.mark.parametrize("group", ["dataset", "model", "aug", "split", "hardware", "logger"])
-def test_every_group_option_composes(group):
-    for option in sorted(p.stem for p in (CONF / group).glob("*.yaml")):
-        cfg = compose_train(f"{group}={option}")
-        assert cfg[group] is not None
+@pytest.mark.parametrize("group", ["dataset", "model", "model/optimizer", "model/scheduler", "aug", "split",
+                                   "hardware", "trainer", "callbacks", "logger", "diffusion", "features"])
+def test_every_group_option_composes_and_names_importable_targets(group):
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert options
+    for option in options:
+        cfg = compose_train(f"{group}={option}", "paths.root_dir=/project")
+        check_targets(cfg)  # every _target_ in the composed config imports
+
+
+def test_optimizer_and_scheduler_configs_build_what_they_name():
+    import torch
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    for option in ("adam", "adamw", "sgd"):
+        opt = instantiate(compose_train(f"model/optimizer={option}").model.optimizer)(params=params)
+        assert type(opt).__name__.lower() == option
+    cfg = compose_train("model/scheduler=onecycle", "model.optimizer.lr=0.01")
+    schedule = instantiate(cfg.model.scheduler.schedule)
+    assert cfg.model.scheduler.interval == "step" and schedule.keywords == {"max_lr": 0.01, "total_steps": None}
+    assert compose_train("model/scheduler=cosine", "model.epochs=7").model.scheduler.schedule.T_max == 7
 
 
 @pytest.mark.parametrize("name,dataset,model,split,folds", [
@@ -43,7 +66,8 @@ def test_experiment_presets(name, dataset, model, split, folds):
 def test_reference_recipe_is_the_published_one():
     m = compose_train("model=resnet50").model
     assert m.backbone.arch == "resnet50" and m.backbone.pretrained and m.input.size == [224, 224]
-    assert (m.optimizer, m.lr, m.epochs, m.batch_size) == ("adam", 1e-3, 50, 32)
+    assert (m.optimizer._target_, m.optimizer.lr, m.epochs, m.batch_size) == ("torch.optim.Adam", 1e-3, 50, 32)
+    assert m.scheduler.schedule._target_ == "torch.optim.lr_scheduler.ConstantLR"  # no schedule
     f = compose_train().features
     assert (f.sr, f.n_fft, f.hop_length, f.n_mels) == (22050, 2048, 512, 128)
 
@@ -66,6 +90,88 @@ def test_generate_config_composes(recipe):
         d = cfg.diffusion
         assert not d.per_emotion and d.image_size == 128 and d.p_uncond > 0 and d.ema_decay > 0
         assert d.early_stopping.patience > 0 and d.max_steps > 10 * 30
+
+
+def test_the_generator_location_is_defined_once_and_shared(tmp_path):
+    over = ["dataset=emodb", "split.fold=3", "diffusion=ddpm_cond", "dataset.train_fraction=0.25"]
+    made = compose_config("generate", *over, "seed=2", output_dir=tmp_path)
+    read = compose_config("train", *over, "aug=ddpm", "generator.seed=2", output_dir=tmp_path)
+    assert made.generator.synthetic_dir == str(Path(read.aug.synthetic.path).parent)
+    assert made.generator.dir.endswith("generators/emodb-loso-f3-p0.25-ddpm_cond-s2/generator")
+
+
+TYPOS = [  # (config, override, what the error must say)
+    ("train", "model.select=bets", "model.select='bets' is not a valid choice; choose one of: best, last"),
+    ("train", "model.scheduler=cosin", "model/scheduler=<constant|cosine|onecycle>"),
+    ("train", "model.optimizer=adamw", "model/optimizer=<adam|adamw|sgd>"),
+    ("train", "model.class_weights=balancd", "choose one of: balanced, none"),
+    ("train", "model.input.pad=zeros", "choose one of: zero, repeat"),
+    ("train", "model.input.normalization=speakers", "choose one of: global, speaker, none"),
+    ("train", "model.scheduler.interval=batch", "choose one of: step, epoch"),
+    ("train", "model.optimizer._target_=torch.optim.Adamm", "model.optimizer._target_='torch.optim.Adamm' cannot be imported"),
+    ("train", "split.protocol=los", "choose one of: loso, kfold, random"),
+    ("train", "features.kind=wav2vec", "choose one of: mel, smile_lld"),
+    ("train", "dataset.kind=emodbb", "choose one of: emodb, ravdess"),
+    ("train", "model.kind=deep", "choose one of: neural, classical"),
+    ("train", "callbacks.best_checkpoint._target_=ModelCheckpoint", "callbacks.best_checkpoint._target_='ModelCheckpoint' cannot"),
+    ("generate", "mode=trian", "mode='trian' is not a valid choice; choose one of: train, sample, train_sample, enhance, quality"),
+    ("generate", "sample.sampler=ddmi", "choose one of: ddpm, ddim, dpmsolver++"),
+    ("evaluate", "metric=uaa", "choose one of: ua, wa, macro_f1"),
+]
+
+
+@pytest.mark.parametrize("config,override,message", TYPOS)
+def test_a_typo_fails_before_any_work_naming_the_valid_choices(config, override, message, tmp_path, monkeypatch):
+    import ser.jobs.evaluate
+    import ser.jobs.generate
+    import ser.jobs.train
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the config was checked")
+
+    for module in (ser.jobs.train, ser.jobs.generate):
+        monkeypatch.setattr(module, "prepare", no_work)
+    monkeypatch.setattr(ser.jobs.evaluate, "aggregate", no_work)
+    job = {"train": ser.jobs.train.run_experiment, "generate": ser.jobs.generate.run_generate,
+           "evaluate": ser.jobs.evaluate.evaluate}[config]
+    cfg = compose_config(config, override, output_dir=tmp_path) if config != "evaluate" else compose_config(config, override)
+    with pytest.raises(ConfigError) as err:
+        job(cfg)
+    assert message in str(err.value)
+
+
+def test_combinations_that_cannot_work_are_refused_before_any_work(tmp_path, monkeypatch):
+    import ser.jobs.train
+
+    monkeypatch.setattr(ser.jobs.train, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
+    for overrides, message in [
+        (["model.select=best", "split.n_val_speakers=0"], "split.n_val_speakers=0 leaves none"),
+        (["aug=ddpm", "model=egemaps_svm"], "is classical"),
+        (["model=hybrid_tdnn"], "reads per-clip openSMILE functionals"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            ser.jobs.train.run_experiment(compose_config("train", *overrides, output_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_the_cli_exits_non_zero_within_seconds_naming_the_choices(tmp_path):
+    started = time.time()
+    with pytest.raises(AssertionError) as err:
+        run_script("generate.py", "mode=trian", f"hydra.run.dir={tmp_path}")
+    assert "choose one of: train, sample, train_sample, enhance, quality" in str(err.value)
+    assert time.time() - started < 60  # interpreter and torch start-up; no data is touched
+    assert not list(tmp_path.rglob("*.safetensors"))
+
+
+def test_hardware_cluster_without_the_launcher_names_the_install_command(monkeypatch):
+    import ser.experiment
+
+    monkeypatch.setattr(ser.experiment, "_importable", lambda module: False)
+    with pytest.raises(SystemExit, match=r"pip install -e '\.\[cluster\]'"):
+        ser.experiment.require_cluster_launcher(["hardware=cluster", "split.fold=0"])
+    ser.experiment.require_cluster_launcher(["hardware=gpu"])  # nothing to check
+    monkeypatch.setattr(ser.experiment, "_importable", lambda module: True)
+    ser.experiment.require_cluster_launcher(["hardware=cluster"])
 
 
 @pytest.mark.parametrize(("aug", "only"), [("ddpm", False), ("ddpm_only", True)])

@@ -4,7 +4,8 @@ import pytest
 
 from conftest import SHARED, write_wav
 from ser.data.corpora import combine, load_emodb, load_folder, load_manifest, load_ravdess
-from ser.emotions import EMOTIONS, UnknownEmotion, canonical
+from ser.emotions import EMOTIONS, canonical
+from ser.errors import DataError, UnknownEmotion
 
 
 def test_ravdess_codes_speakers_and_exclusions(tmp_path):
@@ -65,7 +66,7 @@ def test_manifest(tmp_path):
     assert [(c.emotion, c.speaker) for c in corpus.clips] == [("fearful", "manifest:s1")]
     assert {s["reason"].split(" ")[0] for s in corpus.skipped} == {"unknown", "file"}
     (tmp_path / "bad.csv").write_text("file,emotion\n")
-    with pytest.raises(ValueError, match="lacks column"):
+    with pytest.raises(DataError, match="lacks column"):
         load_manifest(tmp_path / "bad.csv")
 
 

@@ -7,8 +7,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ser.diffusion.module import GeneratorFoldLeak, SpectrogramDDPM, assert_fold_safe
-from ser.diffusion.scaling import db_to_model, from_image, model_to_db, to_image
+from ser.data.splits import assert_generator_fold_safe
+from ser.diffusion.ddpm import SpectrogramDDPM
+from ser.diffusion.generator import SpectrogramGenerator
+from ser.diffusion.image_space import db_to_model, from_image, model_to_db, to_image
+from ser.errors import ConfigError, GeneratorFoldLeak, NotFound
 
 TINY_UNET = dict(sample_size=16, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
                  down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
@@ -46,17 +49,17 @@ def trained():
 
     trainer.callbacks.append(Record())
     trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True))
-    return model, losses
+    return model.to_generator({"emotions": ["a", "b"], "train_speakers": ["s:01", "s:02"]}), losses, model
 
 
 def test_lightning_trains_the_unet(trained):
-    _, losses = trained
+    _, losses, _ = trained
     assert losses[-1] < 0.7 * losses[0]
 
 
 @pytest.mark.parametrize("sampler,steps", [("ddpm", 100), ("ddim", 10), ("dpmsolver++", 10)])
 def test_each_sampler(trained, sampler, steps):
-    model, _ = trained
+    model, _, _ = trained
     a = model.sample(3, label=1, sampler=sampler, steps=steps, seed=1)
     b = model.sample(3, label=1, sampler=sampler, steps=steps, seed=1)
     assert a.shape == (3, 1, 16, 16) and torch.isfinite(a).all() and a.abs().max() <= 1
@@ -66,41 +69,46 @@ def test_each_sampler(trained, sampler, steps):
 
 
 def test_enhance(trained):
-    model, _ = trained
+    model, _, _ = trained
     x0 = torch.rand(2, 1, 16, 16) * 2 - 1
     assert torch.equal(model.enhance(x0, label=0, strength=0.0), x0)
     moved = model.enhance(x0, label=0, strength=0.6, steps=10)
     assert moved.shape == x0.shape and not torch.allclose(moved, x0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="strength"):
         model.enhance(x0, label=0, strength=1.5)
+    with pytest.raises(ConfigError, match="choose one of: ddpm, ddim, dpmsolver"):
+        model.sample(1, label=0, sampler="ddmi", steps=5)
 
 
 def test_save_and_load_without_pickle(trained, tmp_path):
-    model, _ = trained
-    with pytest.raises(ValueError, match="train_speakers"):
-        model.save_generator(tmp_path / "g0", {"emotions": ["a", "b"]})
-    out = model.save_generator(tmp_path / "g", {"emotions": ["a", "b"], "train_speakers": ["s:01", "s:02"]})
+    generator, _, module = trained
+    with pytest.raises(ConfigError, match="train_speakers"):
+        module.to_generator({"emotions": ["a", "b"]})  # fold safety needs the exact training speakers
+    out = generator.save_pretrained(tmp_path / "g")
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt*"))
-    loaded, meta = SpectrogramDDPM.load_generator(out)
-    assert meta["train_speakers"] == ["s:01", "s:02"] and json.loads((out / "metadata.json").read_text())["num_classes"] == 2
-    # The saved weights are the EMA weights: the live model, with EMA copied in, samples the same.
-    model.ema.store(model.unet.parameters())
-    model.ema.copy_to(model.unet.parameters())
-    expected = model.sample(2, label=0, sampler="ddim", steps=5, seed=3)
-    model.ema.restore(model.unet.parameters())
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt*")) and not list(tmp_path.glob(".*"))
+    loaded = SpectrogramGenerator.from_pretrained(out)
+    assert loaded.metadata["train_speakers"] == ["s:01", "s:02"]
+    assert json.loads((out / "metadata.json").read_text())["num_classes"] == 2
+    expected = generator.sample(2, label=0, sampler="ddim", steps=5, seed=3)
     assert torch.allclose(loaded.sample(2, label=0, sampler="ddim", steps=5, seed=3), expected, atol=1e-5)
+    # The saved weights are the EMA weights, not the last training step's.
+    ema = dict(generator.unet.named_parameters())
+    live = dict(module.unet.named_parameters())
+    assert any(not torch.allclose(ema[k], live[k]) for k in ema)
+    with pytest.raises(NotFound, match="no generator"):
+        SpectrogramGenerator.from_pretrained(tmp_path / "nothing")
 
 
 def test_fold_safety():
-    meta = {"train_speakers": ["emodb:03", "emodb:08"]}
-    assert_fold_safe(meta, ["emodb:09"])
+    trained_on = ["emodb:03", "emodb:08"]
+    assert_generator_fold_safe(trained_on, ["emodb:09"])
     with pytest.raises(GeneratorFoldLeak, match="emodb:08"):
-        assert_fold_safe(meta, ["emodb:08"])
+        assert_generator_fold_safe(trained_on, ["emodb:08"])
 
 
 def test_convergence_summary_reads_the_held_out_curve():
-    from ser.diffusion.job import convergence
+    from ser.diffusion.training import convergence
 
     falling_then_flat = [{"epoch": e, "step": 10 * (e + 1), "val/loss": v}
                          for e, v in enumerate([1.0, 0.5, 0.3, 0.21, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2])]

@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, tone
-from ser.data.download import ChecksumMismatch, UnsafeArchive, download, main
+from ser.data.download import download, main
+from ser.errors import ChecksumMismatch, UnsafeArchive
 
 
 def wav_bytes():

@@ -1,4 +1,5 @@
-"""The entry points as a user runs them, on tiny synthetic data (seconds per run)."""
+"""The jobs as a user runs them, on tiny synthetic data (seconds per run): in-process, except
+where the process itself is under test (evaluate.py's CLI, kill-and-resume)."""
 
 import json
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import SR, TINY, TINY_TRAINING, run_script, tone, write_wav
+from conftest import SR, TINY, TINY_TRAINING, run_script, sweep, tone, train, write_wav
 from ser.data.synthetic import make_synthetic_corpus
 
 pytestmark = pytest.mark.slow
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory, cache_dir):
     out = tmp_path_factory.mktemp("run") / "run"
-    run_script("train.py", *TINY, f"paths.cache_dir={cache_dir}", "logger=wandb", f"hydra.run.dir={out}")
+    train(*TINY, f"paths.cache_dir={cache_dir}", "logger=wandb", output_dir=out)
     return out
 
 
@@ -65,8 +66,7 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_finishes(tmp_path, cache
     write_wav(bad / "stereo24.wav", np.stack([tone(1.0), tone(1.0)], 1), subtype="PCM_24")  # fine: used
     write_wav(root / "sarcasm" / "spk00" / "x.wav")
     out = tmp_path / "run"
-    run_script("train.py", *TINY_TRAINING, "dataset=folder", f"dataset.root={root}", f"paths.cache_dir={cache_dir}",
-               f"hydra.run.dir={out}")
+    train(*TINY_TRAINING, "dataset=folder", f"dataset.root={root}", f"paths.cache_dir={cache_dir}", output_dir=out)
     r = json.loads((out / "results.json").read_text())
     reasons = {Path(s["path"]).name: s["reason"] for s in r["skipped"]}
     assert set(reasons) == {"empty.wav", "text.wav", "silent.wav", "short.wav", "x.wav"}
@@ -78,20 +78,21 @@ def test_bad_files_are_skipped_with_reasons_and_the_run_finishes(tmp_path, cache
 def test_classical_baseline_same_split(tmp_path, cache_dir):
     pytest.importorskip("opensmile")
     out = tmp_path / "svm"
-    run_script("train.py", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "model=egemaps_svm", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}")
+    train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "model=egemaps_svm",
+          f"paths.cache_dir={cache_dir}", output_dir=out)
     r = json.loads((out / "results.json").read_text())
     assert r["feature_set"] == "eGeMAPSv02" and r["n_features"] == 88 and r["transductive"] is True
     assert r["test_speakers"] == ["synthetic:spk00"] and 0 <= r["metrics"]["ua"] <= 1
 
 
 def test_sweep_then_evaluate(tmp_path, cache_dir):
-    sweep = tmp_path / "sweep"
-    run_script("train.py", "-m", *TINY, "aug=none,specaug", "split.fold=0,1", f"paths.cache_dir={cache_dir}",
-               f"hydra.sweep.dir={sweep}", "logger=none")
-    assert len(list(sweep.rglob("results.json"))) == 4
-    run_script("evaluate.py", f"runs=[{sweep}]", "baselines=[{aug:none}]", "wandb=true")
-    assert list((sweep / "summary" / "wandb").glob("offline-run-*"))  # the table, logged offline
-    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    runs = tmp_path / "sweep"
+    sweep([*TINY, f"paths.cache_dir={cache_dir}", "logger=none"], [["aug=none", "aug=specaug"], ["split.fold=0", "split.fold=1"]],
+          runs)
+    assert len(list(runs.rglob("results.json"))) == 4
+    run_script("evaluate.py", f"runs=[{runs}]", "baselines=[{aug:none}]", "logger=wandb")  # the CLI, as a user calls it
+    assert list((runs / "summary" / "wandb").glob("offline-run-*"))  # the table, logged offline
+    summary = json.loads((runs / "summary" / "summary.json").read_text())
     arms = {a["arm_spec"]["aug"]: a for a in summary["arms"]}
     assert len(arms) == 2 and arms["none"]["arm_spec"]["model.epochs"] == "2"  # overrides define the arm
     spec = arms["specaug"]
@@ -100,9 +101,9 @@ def test_sweep_then_evaluate(tmp_path, cache_dir):
     assert list(spec["comparisons"]) == [arms["none"]["arm"]] and arms["none"]["comparisons"] == {}
     cmp = spec["comparisons"][arms["none"]["arm"]]
     assert cmp["n_pairs"] == 2 and set(cmp["per_class_delta"]) == {"neutral", "happy", "sad", "angry"}
-    table = (sweep / "summary" / "summary.md").read_text()
+    table = (runs / "summary" / "summary.md").read_text()
     assert "Paired comparisons" in table and "specaug" in table
-    assert (sweep / "summary" / "summary.png").stat().st_size > 1000
+    assert (runs / "summary" / "summary.png").stat().st_size > 1000
 
 
 def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir):

@@ -6,10 +6,11 @@ import pytest
 import soundfile as sf
 
 from conftest import SR, tone, write_wav
-from ser.features.audio import BadAudio, load_audio
-from ser.features.cache import FeatureCache, FrontEnd, file_digest
-from ser.features.mel import MelParams, log_mel, mel_to_audio
-from ser.features.transforms import MelNormalizer, crop_or_pad, resize, spec_augment
+from ser.errors import BadAudio
+from ser.features.audio import load_audio
+from ser.features.cache import FeatureCache, file_digest
+from ser.features.mel import LogMel, MelParams, log_mel, mel_to_audio
+from ser.features.transforms import FeatureNormalizer, crop_or_pad, resize, spec_augment
 
 
 @pytest.mark.parametrize("subtype", ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"])
@@ -80,7 +81,7 @@ def test_cache_is_keyed_by_content_and_writes_atomically(tmp_path):
     b = write_wav(tmp_path / "b.wav", tone(1.0, f0=200))  # same bytes, other name
     c = write_wav(tmp_path / "c.wav", tone(1.0, f0=300))
     (tmp_path / "bad.wav").write_text("nope")
-    cache = FeatureCache(tmp_path / "cache")
+    cache = FeatureCache(tmp_path / "cache", LogMel())
     feats, skipped = cache.get_many([str(a), str(b), str(c), str(tmp_path / "bad.wav")])
     assert file_digest(a) == file_digest(b) != file_digest(c)
     assert np.array_equal(feats[str(a)], feats[str(b)])
@@ -93,22 +94,22 @@ def test_cache_is_keyed_by_content_and_writes_atomically(tmp_path):
     again, _ = cache.get_many([str(a), str(c)])
     assert np.array_equal(again[str(a)], feats[str(a)]) and np.array_equal(again[str(c)], feats[str(c)])
     # Other parameters, other cache folder.
-    other = FeatureCache(tmp_path / "cache", FrontEnd(mel=MelParams(n_mels=64)))
+    other = FeatureCache(tmp_path / "cache", LogMel(mel=MelParams(n_mels=64)))
     assert other.dir != cache.dir and other.get_many([str(a)])[0][str(a)].shape[0] == 64
 
 
 def test_parallel_extraction_matches_serial(tmp_path):
     paths = [str(write_wav(tmp_path / f"{i}.wav", tone(0.6, f0=150 + 20 * i, seed=i))) for i in range(10)]
-    serial, _ = FeatureCache(tmp_path / "s").get_many(paths, workers=0)
-    parallel, _ = FeatureCache(tmp_path / "p").get_many(paths, workers=2)
+    serial, _ = FeatureCache(tmp_path / "s", LogMel()).get_many(paths, workers=0)
+    parallel, _ = FeatureCache(tmp_path / "p", LogMel()).get_many(paths, workers=2)
     assert all(np.array_equal(serial[p], parallel[p]) for p in paths)
 
 
 def test_cache_survives_a_killed_extraction(tmp_path):
     """Kill a process mid-way through filling the cache; every entry left behind is complete."""
     paths = [str(write_wav(tmp_path / f"{i}.wav", tone(3.0, f0=120 + i, seed=i))) for i in range(40)]
-    script = (f"from ser.features.cache import FeatureCache; "
-              f"FeatureCache({str(tmp_path / 'c')!r}).get_many({paths!r})")
+    script = (f"from ser.features.cache import FeatureCache; from ser.features.mel import LogMel; "
+              f"FeatureCache({str(tmp_path / 'c')!r}, LogMel()).get_many({paths!r})")
     proc = subprocess.Popen(["python", "-c", script])
     import time
     deadline = time.time() + 60
@@ -119,7 +120,7 @@ def test_cache_survives_a_killed_extraction(tmp_path):
     from safetensors.numpy import load_file
     for entry in (tmp_path / "c").rglob("*.safetensors"):
         assert load_file(str(entry))["features"].shape[0] == 128
-    feats, skipped = FeatureCache(tmp_path / "c").get_many(paths)
+    feats, skipped = FeatureCache(tmp_path / "c", LogMel()).get_many(paths)
     assert len(feats) == 40 and not skipped
 
 
@@ -127,7 +128,7 @@ def test_transforms():
     import torch
 
     mel = torch.randn(1, 128, 87) * 10 - 40
-    norm = MelNormalizer("speaker").fit([mel, mel + 5], ["s1", "s2"])
+    norm = FeatureNormalizer("speaker").fit([mel, mel + 5], ["s1", "s2"])
     z = norm(mel + 5, "s2")
     assert abs(float(z.mean())) < 0.05
     with pytest.raises(KeyError):

@@ -1,4 +1,5 @@
-"""generate.py end to end at toy scale: fold-safe generators, a synthetic set, grids and audio."""
+"""The generate job end to end at toy scale: fold-safe generators, a synthetic set, grids and audio,
+quality, SDEdit, and aug=ddpm training on the samples (in-process; the CLI in test_configs.py)."""
 
 import json
 from pathlib import Path
@@ -7,9 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_script
-from ser.diffusion.job import load_synthetic_set
-from ser.diffusion.module import GeneratorFoldLeak, assert_fold_safe
+from conftest import TINY, generate, sweep, train
+from ser.data.splits import assert_generator_fold_safe
+from ser.diffusion.synthetic_set import load_synthetic_set
+from ser.errors import ConfigError, GeneratorFoldLeak, MissingSyntheticData
 
 pytestmark = pytest.mark.slow
 
@@ -21,23 +23,22 @@ TINY_GEN = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "diff
 
 
 def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
-    run_script("generate.py", *TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator_dir={tmp_path / 'gen'}",
-               f"hydra.run.dir={tmp_path / 'run'}")
-    meta = json.loads((tmp_path / "gen" / "metadata.json").read_text())
+    generate(*TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator.root={tmp_path / 'gen'}", output_dir=tmp_path / "run")
+    meta = json.loads((tmp_path / "gen" / "generator" / "metadata.json").read_text())
     # Fold 0 of LOSO tests on spk00, validates on spk01: the generator saw spk02 and spk03 only.
     assert meta["train_speakers"] == ["synthetic:spk02", "synthetic:spk03"]
-    assert (tmp_path / "gen" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "gen" / "generator" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     # The held-out denoising loss (validation speaker spk01, never trained on) after every epoch.
     training = meta["training"]
     assert [r["epoch"] for r in training["curve"]] == [0, 1] and all("val/loss" in r for r in training["curve"])
     assert training["convergence"]["measured"] and training["convergence"]["steps_trained"] == training["curve"][-1]["step"]
-    assert (tmp_path / "gen" / "convergence.png").stat().st_size > 1000
+    assert (tmp_path / "gen" / "generator" / "convergence.png").stat().st_size > 1000
     mels, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "dpmsolver++"
-    assert_fold_safe(info, ["synthetic:spk00"])
+    assert_generator_fold_safe(info["train_speakers"], ["synthetic:spk00"])
     with pytest.raises(GeneratorFoldLeak):
-        assert_fold_safe(info, ["synthetic:spk02"])  # a fold that tests on spk02 must refuse it
+        assert_generator_fold_safe(info["train_speakers"], ["synthetic:spk02"])  # a fold that tests on spk02 refuses it
     for emotion in ("neutral", "happy", "sad", "angry"):
         assert (tmp_path / "gen" / "synthetic" / f"grid_{emotion}.png").stat().st_size > 1000
         y, sr = sf.read(tmp_path / "gen" / "synthetic" / f"{emotion}_0.wav")
@@ -47,27 +48,27 @@ def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
 
 
 def test_reference_recipe_trains_one_generator_per_emotion(tmp_path, cache_dir):
-    run_script("generate.py", "diffusion=ddpm_seed", *TINY_GEN, "diffusion.unet.layers_per_block=1",
-               f"paths.cache_dir={cache_dir}", f"generator_dir={tmp_path / 'gen'}", "mode=train",
-               f"hydra.run.dir={tmp_path / 'run'}")
+    generate("diffusion=ddpm_seed", *TINY_GEN, "diffusion.unet.layers_per_block=1", f"paths.cache_dir={cache_dir}",
+             f"generator.root={tmp_path / 'gen'}", "mode=train", output_dir=tmp_path / "run")
     for emotion in ("neutral", "happy", "sad", "angry"):
-        meta = json.loads((tmp_path / "gen" / emotion / "metadata.json").read_text())
+        meta = json.loads((tmp_path / "gen" / "generator" / emotion / "metadata.json").read_text())
         assert meta["emotion"] == emotion and meta["num_classes"] == 0
-    run_script("generate.py", "diffusion=ddpm_seed", *TINY_GEN, f"paths.cache_dir={cache_dir}",
-               f"generator_dir={tmp_path / 'gen'}", "mode=sample", "sample.sampler=ddim", f"hydra.run.dir={tmp_path / 'run2'}")
+        assert (tmp_path / "gen" / "generator" / emotion / "convergence.png").is_file()
+    generate("diffusion=ddpm_seed", *TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator.root={tmp_path / 'gen'}",
+             "mode=sample", "sample.sampler=ddim", output_dir=tmp_path / "run2")
     _, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert len(labels) == 8 and info["sampler"] == "ddim"
 
 
 def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
-    from conftest import TINY
+    from ser.jobs.evaluate import evaluate
+    from conftest import compose_config
 
-    run_script("generate.py", "-m", *TINY_GEN, "split.fold=0,1", f"paths.cache_dir={tmp_path / 'c'}",
-               "sample.n_per_emotion=4", f"hydra.sweep.dir={tmp_path / 'gen'}")
-    sweep = tmp_path / "sweep"
-    run_script("train.py", "-m", *TINY, "aug=none,ddpm", "split.fold=0,1", f"paths.cache_dir={tmp_path / 'c'}",
-               f"hydra.sweep.dir={sweep}", "logger=csv")
-    results = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
+    cache = f"paths.cache_dir={tmp_path / 'c'}"
+    sweep([*TINY_GEN, cache, "sample.n_per_emotion=4"], [["split.fold=0", "split.fold=1"]], tmp_path / "gen", job=generate)
+    runs = tmp_path / "sweep"
+    sweep([*TINY, cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
+    results = [json.loads(p.read_text()) for p in runs.rglob("results.json")]
     ddpm = [r for r in results if r["arm"]["aug"] == "ddpm"]
     assert len(results) == 4 and len(ddpm) == 2
     for r in ddpm:
@@ -75,13 +76,13 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
         assert syn["n_used"] == r["n_train"] and not set(syn["generator_train_speakers"]) & set(r["test_speakers"])
 
     # Quality of fold 0's synthetic set, measured in the embedding of fold 0's real-data classifier.
-    quality_args = [*TINY_GEN, "mode=quality", "split.fold=0", f"paths.cache_dir={tmp_path / 'c'}",
-                    f"hydra.run.dir={tmp_path / 'q'}"]
-    with pytest.raises(AssertionError, match="quality.classifier=<train.py run dir>"):
-        run_script("generate.py", *quality_args)
-    real_run = next(Path(r["_dir"]) for r in map(_with_dir, sweep.rglob("results.json"))
+    quality_args = [*TINY_GEN, "mode=quality", "split.fold=0", cache]
+    with pytest.raises(ConfigError, match="quality.classifier=<train.py run dir>"):
+        generate(*quality_args, output_dir=tmp_path / "q")
+    real_run = next(Path(r["_dir"]) for r in map(_with_dir, runs.rglob("results.json"))
                     if r["arm"]["aug"] == "none" and r["fold"] == 0)
-    run_script("generate.py", *quality_args, f"quality.classifier={real_run}")
+    generate(*quality_args, f"quality.classifier={real_run}", "logger=wandb", output_dir=tmp_path / "q")
+    assert list((tmp_path / "q" / "wandb").glob("offline-run-*"))  # the quality report, logged offline
     syn_dir = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic"
     quality = json.loads((syn_dir / "quality.json").read_text())
     # Held-out real = speakers neither the generator (spk02, spk03) nor the classifier trained on.
@@ -97,38 +98,36 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert (syn_dir / "real_vs_generated.png").stat().st_size > 1000
 
     # A synthetic-only classifier: trained on the 24 synthetic clips alone (ratio 1), tested on real spk00.
-    run_script("train.py", *TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5",
-               f"paths.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'only'}", "logger=none")
+    train(*TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", cache, "logger=none",
+          output_dir=tmp_path / "only")
     only = json.loads((tmp_path / "only" / "results.json").read_text())
     assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36
     assert only["test_speakers"] == ["synthetic:spk00"]
 
-    run_script("evaluate.py", f"runs=[{sweep}]")
-    summary = json.loads((sweep / "summary" / "summary.json").read_text())
+    evaluate(compose_config("evaluate", f"runs=[{runs}]"))
+    summary = json.loads((runs / "summary" / "summary.json").read_text())
     arm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
     assert list(arm["comparisons"]) and next(iter(arm["comparisons"].values()))["n_pairs"] == 2
     figures = summary["figures"]
-    assert (sweep / "summary" / "learning_curves.png").stat().st_size > 1000
+    assert (runs / "summary" / "learning_curves.png").stat().st_size > 1000
     used = {e["fold"]: e for e in figures["synthetic_sets"]}
     assert set(used) == {0, 1} and used[0]["quality"]["n"]["synthetic"] == 16 and used[1]["quality"] is None
     assert Path(used[0]["grid"]).is_file()
-    md = (sweep / "summary" / "summary.md").read_text()
+    md = (runs / "summary" / "summary.md").read_text()
     assert "learning_curves.png" in md and "not measured: run generate.py mode=quality" in md
 
     # A generator trained on fold 0's speakers includes spk02, the test speaker of fold 2: refused.
     fold0 = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic" / "synthetic.safetensors"
-    with pytest.raises(AssertionError, match="GeneratorFoldLeak|test speaker"):
-        run_script("train.py", *TINY, "aug=ddpm", "split.fold=2", f"aug.synthetic.path={fold0}",
-                   f"paths.cache_dir={tmp_path / 'c'}", f"hydra.run.dir={tmp_path / 'leak'}", "logger=none")
+    with pytest.raises(GeneratorFoldLeak, match="test speaker"):
+        train(*TINY, "aug=ddpm", "split.fold=2", f"aug.synthetic.path={fold0}", cache, "logger=none",
+              output_dir=tmp_path / "leak")
     # A low-data run may not use a generator that learned from the full training set.
-    with pytest.raises(AssertionError, match="dataset.train_fraction=1.0; this run uses 0.5"):
-        run_script("train.py", *TINY, "aug=ddpm", "split.fold=0", "dataset.train_fraction=0.5",
-                   f"aug.synthetic.path={fold0}", f"paths.cache_dir={tmp_path / 'c'}",
-                   f"hydra.run.dir={tmp_path / 'frac'}", "logger=none")
+    with pytest.raises(GeneratorFoldLeak, match="dataset.train_fraction=1.0; this run uses 0.5"):
+        train(*TINY, "aug=ddpm", "split.fold=0", "dataset.train_fraction=0.5", f"aug.synthetic.path={fold0}", cache,
+              "logger=none", output_dir=tmp_path / "frac")
     # Missing synthetic data names the command that makes it.
-    with pytest.raises(AssertionError, match="python generate.py dataset=synthetic split=loso split.fold=3"):
-        run_script("train.py", *TINY, "aug=ddpm", "split.fold=3", f"paths.cache_dir={tmp_path / 'c'}",
-                   f"hydra.run.dir={tmp_path / 'missing'}", "logger=none")
+    with pytest.raises(MissingSyntheticData, match="python generate.py dataset=synthetic split=loso split.fold=3"):
+        train(*TINY, "aug=ddpm", "split.fold=3", cache, "logger=none", output_dir=tmp_path / "missing")
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.6])
@@ -136,11 +135,9 @@ def test_enhance_mode(tmp_path, cache_dir, strength):
     from safetensors.torch import load_file
 
     gen = tmp_path / "gen"
-    run_script("generate.py", *TINY_GEN, "mode=train", f"paths.cache_dir={cache_dir}", f"generator_dir={gen}",
-               f"hydra.run.dir={tmp_path / 'r1'}")
-    run_script("generate.py", *TINY_GEN, "mode=enhance", "enhance.target=sad", f"enhance.strength={strength}",
-               "enhance.n=3", "enhance.steps=5", f"paths.cache_dir={cache_dir}", f"generator_dir={gen}",
-               f"hydra.run.dir={tmp_path / 'r2'}")
+    generate(*TINY_GEN, "mode=train", f"paths.cache_dir={cache_dir}", f"generator.root={gen}", output_dir=tmp_path / "r1")
+    generate(*TINY_GEN, "mode=enhance", "enhance.target=sad", f"enhance.strength={strength}", "enhance.n=3",
+             "enhance.steps=5", f"paths.cache_dir={cache_dir}", f"generator.root={gen}", output_dir=tmp_path / "r2")
     t = load_file(str(gen / "synthetic" / "enhanced_sad.safetensors"))
     for j in range(3):
         assert t[f"enhanced_{j}"].shape == t[f"original_{j}"].shape

@@ -52,15 +52,15 @@ def test_synthetic_only_training_serves_the_synthetic_clips_alone():
     import torch
 
     from ser.data.corpora import Clip
-    from ser.data.datamodule import LabelledMels, MelDataset, SERDataModule
+    from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
     from ser.data.splits import make_split
 
     emotions = ["neutral", "angry"]
     clips = [Clip(f"{s}_{e}_{k}.wav", e, s, "toy") for s in ("a", "b", "c", "d") for e in emotions for k in range(2)]
-    data = LabelledMels(clips, [torch.randn(1, 8, 5) for _ in clips], emotions)
+    data = LabelledClips(clips, [torch.randn(1, 8, 5) for _ in clips], emotions)
     split = make_split(data.speakers, [c.emotion for c in clips], "loso", 0)
     dm = SERDataModule(data, split, normalization="global", batch_size=100)
-    dm.extra_train = MelDataset([torch.zeros(1, 8, 5)] * 6, np.array([1] * 6), ["synthetic"] * 6,
+    dm.extra_train = ClipDataset([torch.zeros(1, 8, 5)] * 6, np.array([1] * 6), ["synthetic"] * 6,
                                 dm.train_pipeline, train=True)
     real_and_synthetic = next(iter(dm.train_dataloader()))[1]
     assert len(real_and_synthetic) == len(split.train) + 6

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from conftest import run_script, write_wav, tone
+from conftest import tone, train, write_wav
+from ser.errors import PretrainedWeightsUnavailable
 
 pytestmark = pytest.mark.slow
 
@@ -17,22 +18,22 @@ def test_reference_resnet50_recipe_with_a_local_weights_file(tmp_path, cache_dir
     save_file(timm.create_model("resnet50", pretrained=False).state_dict(), str(weights))
     out = tmp_path / "ref"
     # The recipe as configured, shrunk only in data, image size and epochs.
-    run_script("train.py", "model=resnet50", f"model.weights={weights}", "model.input.size=[64,64]", "model.epochs=1",
-               "model.batch_size=8", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
-               "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}",
-               f"hydra.run.dir={out}", "logger=none")
+    train("model=resnet50", f"model.weights={weights}", "model.input.size=[64,64]", "model.epochs=1",
+          "model.batch_size=8", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
+          "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}", "logger=none",
+          output_dir=out)
     r = json.loads((out / "results.json").read_text())
     assert r["weights"] == str(weights) and r["selected_checkpoint"] == "best.ckpt"
-    assert r["config"]["model"]["optimizer"] == "adam" and r["config"]["model"]["lr"] == 1e-3
+    assert r["config"]["model"]["optimizer"]["_target_"] == "torch.optim.Adam" and r["config"]["model"]["optimizer"]["lr"] == 1e-3
     spec = json.loads((out / "model" / "model.json").read_text())
     assert spec["input"]["size"] == [64, 64] and spec["backbone"]["arch"] == "resnet50"
 
 
 def test_reference_recipe_offline_without_weights_stops_with_the_fix(tmp_path, cache_dir, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf"))
-    with pytest.raises(AssertionError) as err:
-        run_script("train.py", "model=resnet50", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
-                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'x'}", "logger=none")
+    with pytest.raises(PretrainedWeightsUnavailable) as err:
+        train("model=resnet50", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2",
+              f"paths.cache_dir={cache_dir}", "logger=none", output_dir=tmp_path / "x")
     assert "model.weights=" in str(err.value) and "model.pretrained=false" in str(err.value)
 
 
@@ -48,10 +49,10 @@ def test_combined_corpora_speaker_disjoint_kfold_low_data(tmp_path, cache_dir):
             for ver in "ab":
                 write_wav(root / "emodb" / "wav" / f"{spk}a01{letter}{ver}.wav", tone(1.0, f0=130 + 40 * e, seed=int(spk)))
     out = tmp_path / "comb"
-    run_script("train.py", "dataset=combined", f"paths.data_root={root}", "split=kfold", "split.k=3", "split.fold=1",
-               "split.n_val_speakers=1", "dataset.train_fraction=0.5", "model.epochs=1", "model.backbone.channels=8",
-               "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}",
-               f"hydra.run.dir={out}", "logger=none")
+    train("dataset=combined", f"paths.data_root={root}", "split=kfold", "split.k=3", "split.fold=1",
+          "split.n_val_speakers=1", "dataset.train_fraction=0.5", "model.epochs=1", "model.backbone.channels=8",
+          "hardware.progress_bar=false", "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}", "logger=none",
+          output_dir=out)
     r = json.loads((out / "results.json").read_text())
     assert r["emotions"] == ["neutral", "happy", "sad", "angry"]  # shared classes only
     speakers = set(r["train_speakers"]) | set(r["val_speakers"]) | set(r["test_speakers"])

@@ -6,10 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import SR, TINY, run_script, tone, write_wav
+from conftest import SR, TINY, generate, tone, train, write_wav
 from ser.data.build import front_end_from
-from ser.features.audio import BadAudio
-from ser.features.cache import FeatureCache, FrontEnd
+from ser.errors import BadAudio, ConfigError
+from ser.features.cache import FeatureCache
+from ser.features.mel import LogMel
 from ser.features.smile import SmileLLD, smile_lld
 
 opensmile = pytest.importorskip("opensmile")
@@ -44,10 +45,10 @@ def test_config_picks_the_front_end_and_cache_keeps_them_apart(tmp_path):
     lld = front_end_from({"kind": "smile_lld", "feature_set": "ComParE_2016", "deltas": True, "sr": SR,
                           "min_duration": 0.25, "max_duration": 30.0})
     assert isinstance(lld, SmileLLD) and lld.sr == SR
-    mel = front_end_from({"sr": SR, "n_fft": 2048, "hop_length": 512, "n_mels": 128, "fmin": 0.0, "fmax": None,
-                          "top_db": 80.0, "ref": "max", "min_duration": 0.25, "max_duration": 30.0})
-    assert isinstance(mel, FrontEnd)  # configs without `kind` (older runs) mean log-mel
-    with pytest.raises(ValueError, match="features.kind"):
+    mel = front_end_from({"kind": "mel", "sr": SR, "n_fft": 2048, "hop_length": 512, "n_mels": 128, "fmin": 0.0,
+                          "fmax": None, "top_db": 80.0, "ref": "max", "min_duration": 0.25, "max_duration": 30.0})
+    assert isinstance(mel, LogMel)
+    with pytest.raises(ConfigError, match="features.kind='wav2vec' is not a valid choice; choose one of: mel, smile_lld"):
         front_end_from({"kind": "wav2vec", "min_duration": 0.25, "max_duration": 30.0})
     wav = write_wav(tmp_path / "a.wav", tone(1.0))
     a, _ = FeatureCache(tmp_path / "cache", lld).get_many([str(wav)])
@@ -71,7 +72,7 @@ def test_unusable_clips_are_reported_not_fatal(tmp_path):
 @pytest.mark.slow
 def test_train_and_predict_with_lld_features(tmp_path, cache_dir):
     out = tmp_path / "run"
-    run_script("train.py", *TINY, "features=compare_lld", f"paths.cache_dir={cache_dir}", f"hydra.run.dir={out}")
+    train(*TINY, "features=compare_lld", f"paths.cache_dir={cache_dir}", output_dir=out)
     r = json.loads((out / "results.json").read_text())
     assert r["config"]["features"]["kind"] == "smile_lld" and r["n_test"] == 12
     assert 0.0 <= r["metrics"]["ua"] <= 1.0
@@ -87,9 +88,11 @@ def test_train_and_predict_with_lld_features(tmp_path, cache_dir):
 
 @pytest.mark.slow
 def test_what_only_suits_log_mels_refuses_other_features(tmp_path, cache_dir):
-    with pytest.raises(AssertionError, match="log-mel front end"):
-        run_script("generate.py", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=compare_lld",
-                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'gen'}", "mode=train")
-    with pytest.raises(AssertionError, match="normalization=none only suits log-mel"):
-        run_script("train.py", *TINY, "features=compare_lld", "model.input.normalization=none",
-                   f"paths.cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}")
+    with pytest.raises(ConfigError, match="log-mel front end"):
+        generate("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=compare_lld",
+                 f"paths.cache_dir={cache_dir}", "mode=train", output_dir=tmp_path / "gen")
+    with pytest.raises(ConfigError, match="normalization=none only suits log-mel"):
+        train(*TINY, "features=compare_lld", "model.input.normalization=none", f"paths.cache_dir={cache_dir}",
+              output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="log-mel front end"):
+        train(*TINY, "features=compare_lld", "aug=ddpm", f"paths.cache_dir={cache_dir}", output_dir=tmp_path / "syn")

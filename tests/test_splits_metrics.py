@@ -5,9 +5,10 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
-from ser.data.splits import SpeakerLeak, Split, assert_speaker_disjoint, make_split, subsample_training
-from ser.evaluation.aggregate import find_runs, mean_ci, paired_comparison
-from ser.evaluation.metrics import UnweightedAccuracy, bootstrap_ci, classification_metrics
+from ser.data.splits import Split, assert_speaker_disjoint, make_split, subsample_training
+from ser.errors import ConfigError, DataError, SpeakerLeak
+from ser.evaluation.aggregate import find_runs, paired_comparison
+from ser.evaluation.metrics import UnweightedAccuracy, bootstrap_ci, classification_metrics, t_interval
 
 
 def corpus(n_speakers=10, per=12, emotions=("a", "b", "c")):
@@ -52,9 +53,9 @@ def test_random_split_is_labelled_speaker_dependent():
 
 def test_errors_name_the_problem():
     speakers, labels = corpus()
-    with pytest.raises(ValueError, match="out of range"):
+    with pytest.raises(ConfigError, match="out of range"):
         make_split(speakers, labels, "loso", 10)
-    with pytest.raises(ValueError, match="speaker identities"):
+    with pytest.raises(DataError, match="speaker identities"):
         make_split(["x:unknown"] * 30, labels[:30], "loso", 0)
     leaky = Split("loso", 0, 2, np.arange(2), np.arange(0), np.arange(2, 3), ["a", "b"], [], ["b"])
     with pytest.raises(SpeakerLeak):
@@ -123,7 +124,7 @@ def test_paired_comparison_pairs_by_fold_and_seed():
     assert c["delta_mean"] == pytest.approx(0.051)
     assert c["delta_ci95"][0] > 0 and c["p_ttest"] < 1e-6
     arm[0]["test_clips"] = ["other"]
-    with pytest.raises(ValueError, match="not a paired comparison"):
+    with pytest.raises(DataError, match="not a paired comparison"):
         paired_comparison(arm, base)
-    lo, hi = mean_ci([1.0, 2.0, 3.0])
+    lo, hi = t_interval([1.0, 2.0, 3.0])
     assert lo < 2.0 < hi

@@ -11,9 +11,9 @@ from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ser.data.build import labelled_mels, load_corpus
+from ser.data.build import labelled_clips, load_corpus
 from ser.data.synthetic import make_synthetic_corpus
-from ser.features.cache import FrontEnd
+from ser.features.mel import LogMel
 
 
 def digest(root):
@@ -36,9 +36,9 @@ def test_default_corpus_is_learnable_but_not_trivial(cache_dir):
     """A linear probe on per-band log-mel mean and std, leave-one-speaker-out."""
     spec = {"kind": "synthetic", "emotions": ["neutral", "happy", "sad", "angry"], "n_speakers": 6,
             "clips_per_speaker_emotion": 10, "seed": 0}
-    data = labelled_mels(load_corpus(spec, cache_dir), FrontEnd(), cache_dir, workers=2)
+    data = labelled_clips(load_corpus(spec, cache_dir), LogMel(), cache_dir, workers=2)
     assert len(data.clips) == 240 and len(set(data.speakers)) == 6
-    x = np.stack([torch.cat([m[0].mean(1), m[0].std(1)]).numpy() for m in data.mels])
+    x = np.stack([torch.cat([m[0].mean(1), m[0].std(1)]).numpy() for m in data.features])
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
     pred = cross_val_predict(probe, x, data.labels, groups=data.speakers, cv=LeaveOneGroupOut())
     ua = balanced_accuracy_score(data.labels, pred)

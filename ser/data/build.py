@@ -1,4 +1,5 @@
-"""From a `dataset` config to labelled spectrograms: pick the adapter, extract (cached) features."""
+"""From configs to data: the corpus a `dataset` config names, the front end a `features` config
+names, every usable clip with its (cached) features, and the run's speaker-independent split."""
 
 from __future__ import annotations
 
@@ -7,72 +8,81 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import DictConfig, OmegaConf
 
 from ser.data.corpora import Corpus, combine, load_emodb, load_folder, load_manifest, load_ravdess
-from ser.data.datamodule import LabelledMels
+from ser.data.datamodule import LabelledClips
+from ser.data.splits import Split, make_split, subsample_training
 from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
-from ser.features.cache import FeatureCache, FrontEnd
-from ser.features.mel import MelParams
+from ser.errors import ConfigError, DataError, invalid_choice
+from ser.features.cache import FeatureCache
+from ser.features.mel import LogMel, MelParams
 from ser.features.smile import SmileFunctionals, SmileLLD
 
 log = logging.getLogger(__name__)
 
+DATASET_KINDS = ("emodb", "ravdess", "folder", "manifest", "synthetic", "combined")
+# Front ends by name. A whitelist, not a `_target_`: model.json files (which anyone may share)
+# name their front end, and loading one must never run code the file names.
+FRONT_ENDS = ("mel", "smile_lld")
+
 
 def load_corpus(spec, cache_dir: str | Path) -> Corpus:
-    """`spec` is a dataset config node (or dict) with a `kind`; see conf/dataset/*.yaml."""
-    kind = spec["kind"]
-    if kind == "emodb":
-        corpus = load_emodb(spec["root"])
-    elif kind == "ravdess":
-        corpus = load_ravdess(spec["root"])
-    elif kind == "folder":
-        corpus = load_folder(spec["root"], spec.get("speaker_regex"), name=spec.get("name", "folder"))
-    elif kind == "manifest":
-        corpus = load_manifest(spec["root"], name=spec.get("name", "manifest"))
-    elif kind == "synthetic":
-        root = make_synthetic_corpus(
-            Path(cache_dir) / "corpora", emotions=tuple(spec["emotions"]), n_speakers=spec["n_speakers"],
-            clips_per_speaker_emotion=spec["clips_per_speaker_emotion"], seed=spec.get("seed", 0),
-        )
-        corpus = load_folder(root, name="synthetic")
-    elif kind == "combined":
-        corpus = combine([load_corpus(part, cache_dir) for part in spec["parts"]],
-                         shared_only=spec.get("shared_only", False))
-    else:
-        raise ValueError(f"unknown dataset kind {kind!r}")
-    if kind != "synthetic" and spec.get("emotions"):
+    """`spec` is a dataset config node (or dict); see conf/dataset/*.yaml."""
+    corpus = _load(spec["kind"], spec, cache_dir)
+    if spec["kind"] != "synthetic" and spec["emotions"]:
         corpus = corpus.restrict([canonical(e) for e in spec["emotions"]])
     if not corpus.clips:
-        raise ValueError(f"dataset {spec.get('name', kind)} has no usable clips ({len(corpus.skipped)} skipped)")
+        raise DataError(f"dataset {spec['name']} has no usable clips ({len(corpus.skipped)} skipped)")
     return corpus
 
 
+def _load(kind: str, spec, cache_dir) -> Corpus:
+    if kind == "emodb":
+        return load_emodb(spec["root"])
+    if kind == "ravdess":
+        return load_ravdess(spec["root"])
+    if kind == "folder":
+        return load_folder(spec["root"], spec["speaker_regex"], name=spec["name"])
+    if kind == "manifest":
+        return load_manifest(spec["root"], name=spec["name"])
+    if kind == "synthetic":
+        root = make_synthetic_corpus(
+            Path(cache_dir) / "corpora", emotions=tuple(spec["emotions"]), n_speakers=spec["n_speakers"],
+            clips_per_speaker_emotion=spec["clips_per_speaker_emotion"], seed=spec["seed"],
+        )
+        return load_folder(root, name="synthetic")
+    if kind == "combined":
+        return combine([_load(part["kind"], part, cache_dir) for part in spec["parts"]], shared_only=spec["shared_only"])
+    raise invalid_choice("dataset.kind", kind, DATASET_KINDS)
+
+
 def front_end_from(cfg_features):
-    """The front end a `features` config describes (conf/features/*.yaml): log-mel by default,
-    or `kind: smile_lld` for openSMILE's frame-level descriptors. Both give (channels, frames)."""
-    kind = cfg_features.get("kind", "mel")
+    """The front end a `features` config (or a model.json's copy of it) describes: log-mel
+    (`kind: mel`) or openSMILE's frame-level descriptors (`kind: smile_lld`); both give (rows, frames)."""
+    kind = cfg_features["kind"]
     durations = {"min_duration": cfg_features["min_duration"], "max_duration": cfg_features["max_duration"]}
     if kind == "smile_lld":
         return SmileLLD(feature_set=cfg_features["feature_set"], deltas=bool(cfg_features["deltas"]),
                         sr=cfg_features["sr"], **durations)
-    if kind != "mel":
-        raise ValueError(f"unknown features.kind {kind!r}; choose mel or smile_lld")
-    mel = MelParams(**{k: cfg_features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
-    return FrontEnd(mel=mel, **durations)
+    if kind == "mel":
+        mel = MelParams(**{k: cfg_features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
+        return LogMel(mel=mel, **durations)
+    raise invalid_choice("features.kind", kind, FRONT_ENDS)
 
 
 def functionals_front_end(cfg_features) -> SmileFunctionals | None:
     """The per-clip openSMILE functionals a `features` config asks for beside its frames
     (`functionals: ComParE_2016`), decoded like the frames; None when it asks for none."""
-    name = cfg_features.get("functionals")
+    name = cfg_features["functionals"]
     if not name:
         return None
     return SmileFunctionals(name, cfg_features["sr"], cfg_features["min_duration"], cfg_features["max_duration"])
 
 
-def labelled_mels(corpus: Corpus, front_end, cache_dir: str | Path, workers: int = 0,
-                  functionals: SmileFunctionals | None = None) -> LabelledMels:
+def labelled_clips(corpus: Corpus, front_end, cache_dir: str | Path, workers: int = 0,
+                   functionals: SmileFunctionals | None = None) -> LabelledClips:
     """Cached features for every usable clip; with `functionals`, also each clip's functionals
     (a clip missing either is skipped, with the reason)."""
     paths = [c.path for c in corpus.clips]
@@ -86,8 +96,29 @@ def labelled_mels(corpus: Corpus, front_end, cache_dir: str | Path, workers: int
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
     emotions = ordered(c.emotion for c in clips)
-    mels = [torch.from_numpy(features[c.path]).unsqueeze(0) for c in clips]
+    frames = [torch.from_numpy(features[c.path]).unsqueeze(0) for c in clips]
     side = None
     if functionals is not None:
         side = [torch.from_numpy(np.nan_to_num(vectors[c.path], nan=0.0, posinf=0.0, neginf=0.0)).float() for c in clips]
-    return LabelledMels(clips=clips, mels=mels, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)
+    return LabelledClips(clips=clips, features=frames, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)
+
+
+def prepare(cfg: DictConfig, functionals: bool) -> tuple[LabelledClips, Split]:
+    """The run's corpus with its cached features, and its split (the same for every model kind
+    and for the generators). `functionals`: also each clip's openSMILE functionals
+    (`features.functionals`), for the models that read them."""
+    if functionals and not cfg.features.functionals:
+        raise ConfigError("per-clip functionals were asked for, but features.functionals is null; "
+                          "set it (e.g. features=compare_lld_functionals)")
+    cache_dir = Path(cfg.paths.cache_dir)
+    corpus = load_corpus(OmegaConf.to_container(cfg.dataset, resolve=True), cache_dir)
+    data = labelled_clips(corpus, front_end_from(cfg.features), cache_dir, workers=cfg.features.workers,
+                          functionals=functionals_front_end(cfg.features) if functionals else None)
+    s = cfg.split
+    split = make_split(data.speakers, [c.emotion for c in data.clips], protocol=s.protocol, fold=s.fold, k=s.k,
+                       n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed)
+    if cfg.dataset.train_fraction < 1.0:
+        # Seeded by the split, not the run: every training seed and the fold's generator see the
+        # same subset, so "identical folds" holds in low-data studies too.
+        split.train = subsample_training(split.train, data.labels, cfg.dataset.train_fraction, seed=s.seed)
+    return data, split

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ser.emotions import UnknownEmotion, canonical, ordered
+from ser.emotions import canonical, ordered
+from ser.errors import DataError, NotFound, UnknownEmotion
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -50,7 +51,7 @@ def _audio_files(root: Path):
 
 def _require_dir(root: Path, what: str) -> Path:
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise NotFound(
             f"{what} not found at {root}. Point paths.data_root at the folder that holds it "
             f"(e.g. python train.py paths.data_root=/data/corpora) or fetch it with ser-download."
         )
@@ -154,13 +155,13 @@ def load_manifest(csv_path: str | Path, name: str = "manifest") -> Corpus:
     """A CSV manifest with a header `path,label[,speaker]`; relative paths are relative to the CSV."""
     csv_path = Path(csv_path)
     if not csv_path.is_file():
-        raise FileNotFoundError(f"manifest {csv_path} not found")
+        raise NotFound(f"manifest {csv_path} not found")
     clips, skipped = [], []
     with csv_path.open(newline="") as f:
         reader = csv.DictReader(f)
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; expected path,label[,speaker]")
+            raise DataError(f"manifest {csv_path} lacks column(s) {sorted(missing)}; expected path,label[,speaker]")
         for row in reader:
             path = Path(row["path"])
             if not path.is_absolute():

@@ -1,4 +1,4 @@
-"""The Lightning DataModule: corpus + cached spectrograms + split -> train/val/test loaders."""
+"""The Lightning DataModule: labelled clips + their cached features + a split -> train/val/test loaders."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ser.data.corpora import Clip
 from ser.data.splits import Split
-from ser.features.transforms import FunctionalsNormalizer, InputPipeline, MelNormalizer, collate_inputs
+from ser.features.transforms import FeatureNormalizer, FunctionalsNormalizer, InputPipeline, collate_inputs
 
 
 @dataclass
-class LabelledMels:
-    """Clips that survived feature extraction, aligned with their spectrograms."""
+class LabelledClips:
+    """Clips that survived feature extraction, aligned with their frame features."""
 
     clips: list[Clip]
-    mels: list[torch.Tensor]  # (1, n_mels, frames), dB
+    features: list[torch.Tensor]  # (1, rows, frames): log-mel dB, or openSMILE descriptors
     emotions: list[str]  # class order
     skipped: list[dict] = field(default_factory=list)
     functionals: list[torch.Tensor] | None = None  # (D,) per clip, for models that also read openSMILE functionals
@@ -34,43 +34,42 @@ class LabelledMels:
         return [c.speaker for c in self.clips]
 
 
-class MelDataset(Dataset):
-    """Model inputs and labels: a spectrogram through its pipeline, paired with the clip's
-    normalised functionals when the model reads them too."""
+class ClipDataset(Dataset):
+    """Model inputs and labels: a clip's frame features through their pipeline, paired with the
+    clip's normalised functionals when the model reads them too."""
 
-    def __init__(self, mels, labels, speakers, pipeline: InputPipeline, train: bool,
+    def __init__(self, features, labels, speakers, pipeline: InputPipeline, train: bool,
                  functionals: list[torch.Tensor] | None = None, functionals_normalizer: FunctionalsNormalizer | None = None):
-        self.mels, self.labels, self.speakers = mels, labels, speakers
+        self.features, self.labels, self.speakers = features, labels, speakers
         self.pipeline, self.train = pipeline, train
         self.functionals, self.functionals_normalizer = functionals, functionals_normalizer
 
     def __len__(self):
-        return len(self.mels)
+        return len(self.features)
 
     def __getitem__(self, i):
-        x = self.pipeline(self.mels[i], self.speakers[i], self.train)
+        x = self.pipeline(self.features[i], self.speakers[i], self.train)
         if self.functionals is not None:
             x = (x, self.functionals_normalizer(self.functionals[i], self.speakers[i]))
         return x, int(self.labels[i])
 
 
 class SERDataModule(pl.LightningDataModule):
-    def __init__(self, data: LabelledMels, split: Split, normalization: str = "global", size=None,
+    def __init__(self, data: LabelledClips, split: Split, normalization: str = "global", size=None,
                  frames: int | None = None, resize_method: str = "bilinear", specaug: dict | None = None,
                  pad: str = "zero", batch_size: int = 32, num_workers: int = 0, extra_train: Dataset | None = None):
         super().__init__()
         self.data, self.split = data, split
         self.batch_size, self.num_workers = batch_size, num_workers
-        self.extra_train = extra_train  # e.g. synthetic spectrograms (already labelled, already normalised space)
+        self.extra_train = extra_train  # e.g. synthetic spectrograms (a labelled ClipDataset of their own)
         self.extra_only = False  # train on extra_train alone (a synthetic-only classifier), real clips still validate and test
         labels, speakers = data.labels, data.speakers
-        train_mels = [data.mels[i] for i in split.train]
-        self.normalizer = MelNormalizer(normalization)
+        self.normalizer = FeatureNormalizer(normalization)
         if normalization == "global":
-            self.normalizer.fit(train_mels, [speakers[i] for i in split.train])
+            self.normalizer.fit([data.features[i] for i in split.train], [speakers[i] for i in split.train])
         elif normalization == "speaker":
             # Label-free statistics per speaker, test speakers included (transductive).
-            self.normalizer.fit(data.mels, speakers)
+            self.normalizer.fit(data.features, speakers)
         self.functionals_normalizer = None
         if data.functionals is not None:
             # The same statistics scheme as the frames: training clips, or every speaker's own clips.
@@ -80,7 +79,7 @@ class SERDataModule(pl.LightningDataModule):
         self.train_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, specaug, pad)
         self.eval_pipeline = InputPipeline(self.normalizer, size, frames, resize_method, None, pad)
         self._sets = {
-            name: MelDataset([data.mels[i] for i in idx], labels[idx], [speakers[i] for i in idx],
+            name: ClipDataset([data.features[i] for i in idx], labels[idx], [speakers[i] for i in idx],
                              self.train_pipeline if name == "train" else self.eval_pipeline, train=name == "train",
                              functionals=None if data.functionals is None else [data.functionals[i] for i in idx],
                              functionals_normalizer=self.functionals_normalizer)

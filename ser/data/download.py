@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import shutil
 import stat
 import sys
@@ -23,6 +22,10 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from ser.data.corpora import load_emodb, load_ravdess
+from ser.errors import ChecksumMismatch, DataError, SerError, UnsafeArchive, invalid_choice
+from ser.io import atomic_dir, atomic_path, write_json
 
 
 @dataclass(frozen=True)
@@ -44,24 +47,14 @@ SOURCES = {
 MAX_UNPACKED_BYTES = 8 << 30
 
 
-class ChecksumMismatch(RuntimeError):
-    pass
-
-
-class UnsafeArchive(RuntimeError):
-    pass
-
-
 def fetch(url: str, dest: Path, timeout: float = 60.0) -> dict:
     """Stream `url` to `dest`, hashing as it goes; returns md5 and sha256."""
     md5, sha = hashlib.md5(), hashlib.sha256()
-    part = dest.with_name(dest.name + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as f:
+    with atomic_path(dest) as part, urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as f:
         while block := response.read(1 << 20):
             f.write(block)
             md5.update(block)
             sha.update(block)
-    part.replace(dest)
     return {"md5": md5.hexdigest(), "sha256": sha.hexdigest()}
 
 
@@ -91,10 +84,8 @@ def safe_extract(archive: Path, into: Path, strip: str = "") -> None:
 
 def download(name: str, root: str | Path, url: str | None = None, md5: str | None = None,
              sha256: str | None = None, force: bool = False) -> Path:
-    from ser.data.corpora import load_emodb, load_ravdess
-
     if name not in SOURCES:
-        raise ValueError(f"unknown corpus {name!r}; known: {sorted(SOURCES)}")
+        raise invalid_choice("corpus", name, sorted(SOURCES))
     source = SOURCES[name]
     root = Path(root)
     final = root / name
@@ -103,26 +94,21 @@ def download(name: str, root: str | Path, url: str | None = None, md5: str | Non
         return final
     root.mkdir(parents=True, exist_ok=True)
     expected_md5 = md5 or (source.md5 if url is None else None)
-    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=root) as tmp:
-        tmp = Path(tmp)
-        archive = tmp / "archive.zip"
+    # The corpus appears under its final name only once it is extracted and checked.
+    with tempfile.TemporaryDirectory(prefix=f".{name}-", dir=root) as tmp, atomic_dir(final) as staged:
+        archive = Path(tmp) / "archive.zip"
         print(f"downloading {url or source.url}")
         digests = fetch(url or source.url, archive)
         if expected_md5 and digests["md5"] != expected_md5.lower():
             raise ChecksumMismatch(f"{name}: MD5 {digests['md5']} != expected {expected_md5}; the download is corrupt or not the published archive")
         if sha256 and digests["sha256"] != sha256.lower():
             raise ChecksumMismatch(f"{name}: SHA-256 {digests['sha256']} != expected {sha256}")
-        staged = tmp / name
         safe_extract(archive, staged, source.strip)
         corpus = (load_ravdess if name == "ravdess" else load_emodb)(staged)
         if len(corpus.clips) < source.n_audio and url is None:
-            raise RuntimeError(f"{name}: found {len(corpus.clips)} usable clips after extraction, expected {source.n_audio}")
-        (staged / "SOURCE.json").write_text(json.dumps(
-            {"url": url or source.url, **digests, "verified": bool(expected_md5 or sha256),
-             "clips": len(corpus.clips), "downloaded": time.strftime("%Y-%m-%d")}, indent=1))
-        if final.exists():
-            shutil.rmtree(final)
-        staged.rename(final)
+            raise DataError(f"{name}: found {len(corpus.clips)} usable clips after extraction, expected {source.n_audio}")
+        write_json(staged / "SOURCE.json", {"url": url or source.url, **digests, "verified": bool(expected_md5 or sha256),
+                                            "clips": len(corpus.clips), "downloaded": time.strftime("%Y-%m-%d")})
     print(f"{name}: {len(corpus.clips)} clips in {final} (sha256 {digests['sha256']})")
     return final
 
@@ -138,7 +124,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         download(args.corpus, args.root, args.url, args.md5, args.sha256, args.force)
-    except (ChecksumMismatch, UnsafeArchive, OSError, RuntimeError) as err:
+    except (SerError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedShuffleSplit
 
+from ser.errors import ConfigError, DataError, GeneratorFoldLeak, SpeakerLeak, invalid_choice
+
 PROTOCOLS = ("loso", "kfold", "random")
 
 
@@ -41,10 +43,6 @@ class Split:
         return d
 
 
-class SpeakerLeak(AssertionError):
-    pass
-
-
 def n_folds_for(protocol: str, speakers: list[str], k: int) -> int:
     return len(set(speakers)) if protocol == "loso" else k
 
@@ -61,7 +59,7 @@ def make_split(
 ) -> Split:
     """Split clips (given by their speaker and label) for `fold` of `protocol`."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown split protocol {protocol!r}; choose from {PROTOCOLS}")
+        raise invalid_choice("split.protocol", protocol, PROTOCOLS)
     speakers = np.asarray(speakers)
     labels = np.asarray(labels)
     idx = np.arange(len(speakers))
@@ -77,7 +75,7 @@ def make_split(
         train, val = train_val[tr], train_val[va]
     else:
         if len(unique) < 3 or "unknown" in {s.split(":")[-1] for s in unique}:
-            raise ValueError(
+            raise DataError(
                 f"split={protocol} needs speaker identities (found {len(unique)} speaker(s): {unique[:5]}). "
                 "Give speakers (manifest column `speaker`, sub-folders, or dataset.speaker_regex), "
                 "or use split=random, which is speaker-dependent."
@@ -86,14 +84,14 @@ def make_split(
             splitter, n_folds = LeaveOneGroupOut(), len(unique)
         else:
             if k > len(unique):
-                raise ValueError(f"split=kfold with k={k} needs at least {k} speakers; the corpus has {len(unique)}")
+                raise ConfigError(f"split=kfold with k={k} needs at least {k} speakers; the corpus has {len(unique)}")
             splitter, n_folds = GroupKFold(n_splits=k), k
         _check_fold(fold, n_folds, protocol)
         train_val, test = list(splitter.split(idx, labels, groups=speakers))[fold]
         test_spk = sorted(set(speakers[test].tolist()))
         rest = sorted(set(speakers[train_val].tolist()))
         if n_val_speakers >= len(rest):
-            raise ValueError(f"n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
+            raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
         # Rotate the validation speakers with the fold: fold f validates on the speakers that
         # follow its test speakers in sorted order.
         start = (unique.index(test_spk[-1]) + 1) % len(unique)
@@ -121,9 +119,20 @@ def assert_speaker_disjoint(split: Split) -> None:
             raise SpeakerLeak(f"test speaker(s) {sorted(leaked)} also in {side} for {split.protocol} fold {split.fold}")
 
 
+def assert_generator_fold_safe(generator_speakers, test_speakers, where: str = "") -> None:
+    """Refuse a generator (or its samples) that was trained on any of the run's test speakers."""
+    leaked = sorted(set(generator_speakers) & set(test_speakers))
+    if leaked:
+        raise GeneratorFoldLeak(
+            f"generator{(' ' + where) if where else ''} was trained on test speaker(s) {leaked} of this run; "
+            f"its samples would leak the test speakers into training. Train a generator on this fold's "
+            f"training speakers only (generate.py with the same dataset, split and split.fold)."
+        )
+
+
 def _check_fold(fold: int, n_folds: int, protocol: str) -> None:
     if not 0 <= fold < n_folds:
-        raise ValueError(f"split.fold={fold} is out of range: {protocol} has folds 0..{n_folds - 1}")
+        raise ConfigError(f"split.fold={fold} is out of range: {protocol} has folds 0..{n_folds - 1}")
 
 
 def subsample_training(train: np.ndarray, labels, fraction: float, seed: int) -> np.ndarray:
@@ -131,7 +140,7 @@ def subsample_training(train: np.ndarray, labels, fraction: float, seed: int) ->
     if fraction >= 1.0:
         return train
     if not 0 < fraction < 1:
-        raise ValueError(f"dataset.train_fraction must be in (0, 1], got {fraction}")
+        raise ConfigError(f"dataset.train_fraction must be in (0, 1], got {fraction}")
     labels = np.asarray(labels)[train]
     rng = np.random.default_rng(seed)
     keep = []

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from ser.errors import ConfigError
+from ser.io import atomic_dir
 
 SR = 22050
 
@@ -113,16 +113,15 @@ def make_synthetic_corpus(
     """
     unknown = set(emotions) - set(EMOTION_PROSODY)
     if unknown:
-        raise ValueError(f"synthetic corpus has no prosody for {sorted(unknown)}; choose from {sorted(EMOTION_PROSODY)}")
+        raise ConfigError(f"synthetic corpus has no prosody for {sorted(unknown)}; choose from {sorted(EMOTION_PROSODY)}")
     params = dict(emotions=list(emotions), n_speakers=n_speakers, clips=clips_per_speaker_emotion,
                   duration=list(duration), seed=seed, version=1)
     key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     final = Path(out_dir) / f"synthetic-{key}"
     if (final / "params.json").is_file():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-    try:
+    # Another process building the same corpus at the same time: the first one renamed in wins.
+    with atomic_dir(final, replace=False) as tmp:
         for s in range(n_speakers):
             speaker = _speaker_traits(s, np.random.default_rng([seed, s]))
             for e_idx, emotion in enumerate(emotions):
@@ -133,11 +132,4 @@ def make_synthetic_corpus(
                     clip = synthesize_clip(emotion, speaker, rng, rng.uniform(*duration))
                     sf.write(folder / f"spk{s:02d}_{emotion}_{i:02d}.wav", clip, SR, subtype="PCM_16")
         (tmp / "params.json").write_text(json.dumps(params, indent=1))
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process built it first
-            if not (final / "params.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final

@@ -9,6 +9,7 @@ signed-rank p-values, and per-class recall differences.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -18,8 +19,10 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ser.evaluation.metrics import bootstrap_ci, classification_metrics, unweighted_accuracy
+from ser.errors import DataError, NotFound
+from ser.evaluation.metrics import bootstrap_ci, classification_metrics, t_interval, unweighted_accuracy
 from ser.evaluation.plots import plot_arms, plot_confusion, plot_learning_curves
+from ser.io import atomic_path, write_json, write_text
 
 log = logging.getLogger(__name__)
 METRICS = ("ua", "wa", "macro_f1")
@@ -41,20 +44,12 @@ def find_runs(paths) -> list[dict]:
                 r["metrics"].update(classification_metrics(r["test_labels"], r["test_predictions"], len(r["emotions"])))
             runs.append(r)
     if not runs:
-        raise FileNotFoundError(f"no results.json under {[str(p) for p in paths]}")
+        raise NotFound(f"no results.json under {[str(p) for p in paths]}")
     return runs
 
 
 def arm_label(arm: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(arm.items())) or "default"
-
-
-def mean_ci(values, level: float = 0.95) -> tuple[float, float]:
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float(v.mean()), float(v.mean())
-    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-    return float(v.mean() - half), float(v.mean() + half)
 
 
 def summarize_arm(runs: list[dict]) -> dict:
@@ -66,7 +61,7 @@ def summarize_arm(runs: list[dict]) -> dict:
            "emotions": first["emotions"], "values": values}
     for m in METRICS:
         v = np.asarray(values[m])
-        row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "ci95": list(mean_ci(v))}
+        row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "ci95": list(t_interval(v))}
     # Pooled over every test clip of every run (each clip once per seed).
     y_true = np.concatenate([r["test_labels"] for r in runs])
     y_pred = np.concatenate([r["test_predictions"] for r in runs])
@@ -85,13 +80,15 @@ def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str =
         return None
     for r, b in pairs:
         if r["test_clips"] != b["test_clips"]:
-            raise ValueError(f"runs {r['_dir']} and {b['_dir']} share fold/seed but not test clips; not a paired comparison")
-    d = np.array([r["metrics"][metric] - b["metrics"][metric] for r, b in pairs])
-    out = {"metric": metric, "n_pairs": len(d), "delta_mean": float(d.mean()), "delta_ci95": list(mean_ci(d)),
+            raise DataError(f"runs {r['_dir']} and {b['_dir']} share fold/seed but not test clips; not a paired comparison")
+    a, b = (np.array([x["metrics"][metric] for x in side]) for side in zip(*pairs))
+    d = a - b
+    out = {"metric": metric, "n_pairs": len(d), "delta_mean": float(d.mean()), "delta_ci95": list(t_interval(d)),
            "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum())}
-    if len(d) >= 2 and np.any(d != 0):
-        out["p_ttest"] = float(stats.ttest_rel([r["metrics"][metric] for r, _ in pairs],
-                                               [b["metrics"][metric] for _, b in pairs]).pvalue)
+    if len(d) >= 2 and np.any(d != d[0]):
+        test = stats.ttest_rel(a, b)  # the paired t-test; its interval is the one for the mean difference
+        out["delta_ci95"] = [float(x) for x in test.confidence_interval(0.95)]
+        out["p_ttest"] = float(test.pvalue)
         out["p_wilcoxon"] = float(stats.wilcoxon(d).pvalue)
     else:
         out["p_ttest"] = out["p_wilcoxon"] = None
@@ -130,23 +127,19 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     out.mkdir(parents=True, exist_ok=True)
     summary = {"metric": metric, "n_runs": len(runs), "arms": rows,
                "skipped_inputs": sorted({s["path"] + ": " + s["reason"] for r in runs for s in r.get("skipped", [])})}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    (out / "summary.md").write_text(markdown_table(rows))
     names, _ = short_labels(rows)
     plot_arms(rows, out / "summary.png", metric, names)
     for i, row in enumerate(rows):
         row["name"] = names[row["arm"]]
         plot_confusion(row["confusion"], row["emotions"], out / f"confusion_arm{i}.png", title=names[row["arm"]])
     summary["figures"] = _extra_figures(by_arm, names, out)
-    (out / "summary.md").write_text(markdown_table(rows) + _figures_markdown(summary["figures"]))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text(out / "summary.md", markdown_table(rows) + _figures_markdown(summary["figures"]))
+    write_json(out / "summary.json", summary)
     return summary
 
 
 def epoch_curves(run_dir: str | Path) -> dict[str, list[float]]:
     """Per-epoch training loss and validation UA from a run's CSV log ({} without one)."""
-    import csv
-
     path = Path(run_dir) / "csv" / "metrics.csv"
     if not path.is_file():
         return {}
@@ -182,7 +175,10 @@ def _extra_figures(by_arm: dict[str, list[dict]], names: dict[str, str], out: Pa
             entry = {"arm": names[arm], "fold": r["fold"], "path": syn, "grid": None, "quality": None}
             grid = syn_dir / "real_vs_generated.png"
             if grid.is_file():
-                entry["grid"] = str(shutil.copyfile(grid, out / f"real_vs_generated_f{r['fold']}_{len(seen)}.png"))
+                copy = out / f"real_vs_generated_f{r['fold']}_{len(seen)}.png"
+                with atomic_path(copy) as tmp:
+                    shutil.copyfile(grid, tmp)
+                entry["grid"] = str(copy)
             if (syn_dir / "quality.json").is_file():
                 entry["quality"] = json.loads((syn_dir / "quality.json").read_text())
             figures["synthetic_sets"].append(entry)
@@ -259,5 +255,5 @@ def markdown_table(rows: list[dict]) -> str:
 def latest_sweep(root: str | Path = "outputs/multirun") -> Path:
     sweeps = sorted(p for p in Path(root).glob("*") if p.is_dir()) if Path(root).is_dir() else []
     if not sweeps:
-        raise FileNotFoundError(f"no sweep under {root}; run `python train.py -m ...` first or pass runs=...")
+        raise NotFound(f"no sweep under {root}; run `python train.py -m ...` first or pass runs=...")
     return sweeps[-1]

@@ -3,8 +3,12 @@ the confusion matrix, and bootstrap confidence intervals over test clips."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
+from scipy import stats
+from sklearn.metrics import balanced_accuracy_score
 from torchmetrics import Metric
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -14,7 +18,8 @@ from torchmetrics.functional.classification import (
 
 
 def ua_from_confusion(confusion: torch.Tensor) -> torch.Tensor:
-    """Recall averaged over the classes that occur in the targets.
+    """Recall averaged over the classes that occur in the targets (scikit-learn's balanced accuracy,
+    on a confusion matrix, which is what DDP processes can sum).
 
     Not torchmetrics' macro accuracy: that one keeps a class absent from the targets whenever it
     was predicted (recall 0), so a test speaker with no 'disgust' clips is scored out of 7 classes
@@ -52,7 +57,7 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
     support = confusion.sum(axis=1)
     recall = np.divide(np.diag(confusion), support, out=np.full(num_classes, np.nan), where=support > 0)
     return {
-        "ua": float(ua_from_confusion(confusion_t)),
+        "ua": unweighted_accuracy(y_true, y_pred),
         "wa": float(multiclass_accuracy(p, t, num_classes, average="micro")),
         "macro_f1": float(multiclass_f1_score(p, t, num_classes, average="macro")),
         "per_class_recall": [None if np.isnan(r) else float(r) for r in recall],
@@ -60,17 +65,33 @@ def classification_metrics(y_true, y_pred, num_classes: int) -> dict:
     }
 
 
-def unweighted_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    classes = np.unique(y_true)
-    return float(np.mean([np.mean(y_pred[y_true == c] == c) for c in classes]))
+def unweighted_accuracy(y_true, y_pred) -> float:
+    """UA: recall averaged over the classes present in `y_true` (scikit-learn's balanced accuracy)."""
+    with warnings.catch_warnings():  # "y_pred contains classes not in y_true": exactly the case UA ignores
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(np.asarray(y_true), np.asarray(y_pred)))
 
 
 def bootstrap_ci(y_true, y_pred, metric=unweighted_accuracy, n_boot: int = 1000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap over test clips: how much the metric moves with the luck of the sample."""
+    """Percentile bootstrap over test clips (scipy.stats.bootstrap, clips resampled with their
+    labels): how much the metric moves with the luck of the sample."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    rng = np.random.default_rng(seed)
-    n = len(y_true)
-    stats = np.array([metric(y_true[i], y_pred[i]) for i in rng.integers(0, n, size=(n_boot, n))])
-    alpha = (1 - level) / 2
-    return float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha))
+    if len(y_true) < 2:  # nothing to resample
+        value = metric(y_true, y_pred)
+        return value, value
+    with warnings.catch_warnings():  # a resample with one distinct value: a degenerate distribution warning
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((y_true, y_pred), metric, paired=True, vectorized=False, n_resamples=n_boot,
+                              confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def t_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t confidence interval for the mean of `values` (e.g. UA over folds, or paired
+    differences); a single value is its own interval."""
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or np.all(v == v[0]):
+        return float(v.mean()), float(v.mean())
+    ci = stats.ttest_1samp(v, 0.0).confidence_interval(level)
+    return float(ci.low), float(ci.high)

@@ -1,4 +1,6 @@
-"""Figures a person looks at: confusion matrices and per-arm comparisons (matplotlib, no display)."""
+"""Figures a person looks at (matplotlib, no display): confusion matrices, per-arm comparisons,
+learning curves, and the generators' figures (sample grids, real vs generated, SDEdit before/after,
+convergence curves). Every figure is saved atomically."""
 
 from __future__ import annotations
 
@@ -9,6 +11,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from ser.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png")
+    plt.close(fig)
+    return Path(path)
+
+
+def draw_spectrogram(ax, db, top_db: float = 80.0) -> None:
+    """One log-mel spectrogram in dB (rows = mel bands, low frequencies at the bottom), on the
+    fixed [-top_db, 0] scale, so real and generated spectrograms are drawn alike."""
+    ax.imshow(np.asarray(db).reshape(np.shape(db)[-2], -1), origin="lower", aspect="auto", vmin=-top_db, vmax=0,
+              cmap="magma")
+    ax.axis("off")
 
 
 def plot_confusion(confusion, labels: list[str], path: str | Path, title: str = "") -> Path:
@@ -27,9 +46,7 @@ def plot_confusion(confusion, labels: list[str], path: str | Path, title: str = 
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=120)
 
 
 def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dict | None = None) -> Path:
@@ -48,9 +65,7 @@ def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dic
     ax.set_xlabel(f"{metric.upper()} (mean, 95% CI; grey: each fold x seed)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=120)
 
 
 def plot_learning_curves(curves: dict[str, dict[str, list]], path: str | Path) -> Path:
@@ -76,6 +91,67 @@ def plot_learning_curves(curves: dict[str, dict[str, list]], path: str | Path) -
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=110)
+
+
+def plot_sample_grids(spectrograms, labels, emotions: list[str], out_dir: str | Path, per_emotion: int = 8) -> list[Path]:
+    """`grid_<emotion>.png`: up to `per_emotion` generated spectrograms (dB) of each emotion."""
+    labels, paths = np.asarray(labels), []
+    for k, emotion in enumerate(emotions):
+        picks = np.flatnonzero(labels == k)[:per_emotion]
+        if not len(picks):
+            continue
+        fig, axes = plt.subplots(1, len(picks), figsize=(1.6 * len(picks), 2.0), squeeze=False)
+        for ax, i in zip(axes[0], picks):
+            draw_spectrogram(ax, spectrograms[i])
+        fig.suptitle(f"generated: {emotion}", fontsize=9)
+        paths.append(_save(fig, Path(out_dir) / f"grid_{emotion}.png", dpi=100))
+    return paths
+
+
+def plot_real_vs_generated(real, real_labels, synthetic, syn_labels, emotions: list[str], path: str | Path,
+                           per_row: int = 4) -> Path:
+    """One row per emotion: real training clips on the left, generated ones on the right."""
+    fig, axes = plt.subplots(len(emotions), 2 * per_row, figsize=(1.3 * 2 * per_row, 1.1 * len(emotions) + 0.4),
+                             squeeze=False)
+    for row, emotion in enumerate(emotions):
+        picks = [real[i] for i in np.flatnonzero(np.asarray(real_labels) == row)[:per_row]]
+        picks += [None] * (per_row - len(picks))
+        picks += [synthetic[i] for i in np.flatnonzero(np.asarray(syn_labels) == row)[:per_row]]
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(picks) and picks[col] is not None:
+                draw_spectrogram(ax, picks[col])
+        axes[row][0].set_title(emotion, fontsize=8, loc="left")
+    fig.suptitle(f"left {per_row}: real training clips; right {per_row}: generated", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path, dpi=90)
+
+
+def plot_before_after(originals, edited, source_emotions: list[str], target: str, strength: float,
+                      path: str | Path, n: int = 6) -> Path:
+    """SDEdit: real clips (top) and the same clips moved toward `target` (bottom)."""
+    n = min(len(originals), n)
+    fig, axes = plt.subplots(2, n, figsize=(1.8 * n, 3.6), squeeze=False)
+    for j in range(n):
+        draw_spectrogram(axes[0][j], originals[j])
+        draw_spectrogram(axes[1][j], edited[j])
+        axes[0][j].set_title(source_emotions[j], fontsize=8)
+    fig.suptitle(f"top: real clips; bottom: toward {target} (strength {strength})", fontsize=9)
+    return _save(fig, path, dpi=100)
+
+
+def plot_convergence(rows: list[dict], path: str | Path, title: str) -> Path:
+    """A generator's denoising loss per epoch: training (random noise) and held-out speakers (fixed noise)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in (("train/loss", "training (random noise)"), ("val/loss", "held-out speakers (fixed noise)")):
+        pts = [(r["step"], r[key]) for r in rows if key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker=".", label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("denoising MSE")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi=100)

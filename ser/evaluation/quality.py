@@ -1,7 +1,7 @@
 """How good is a synthetic set? Distances between sets of embeddings (or of images), as pure functions.
 
 All inputs are (N, D) float arrays. The embeddings come from a classifier trained on real clips
-(`ser.diffusion.quality` builds them); any fixed feature space works.
+(`ser.diffusion.assess` builds them); any fixed feature space works.
 
 - Frechet distance and KID (torchmetrics' implementations, fed precomputed features). KID is
   the unbiased polynomial-kernel MMD^2 averaged over random subsets, the one to trust with the
@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 
 class _Precomputed(nn.Module):
@@ -37,8 +39,6 @@ def _as_tensor(x) -> torch.Tensor:
 
 def frechet_distance(a, b) -> float:
     """Frechet distance between Gaussians fitted to two sets of features."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
     a, b = _as_tensor(a), _as_tensor(b)
     if len(a) < 2 or len(b) < 2:
         raise ValueError("Frechet distance needs at least 2 samples per set")
@@ -52,8 +52,6 @@ def frechet_distance(a, b) -> float:
 def kernel_distance(a, b, subsets: int = 100, subset_size: int | None = None, seed: int = 0) -> tuple[float, float]:
     """KID: unbiased MMD^2 with the cubic polynomial kernel, mean and std over random subsets
     (subset_size defaults to the smaller set, capped at 1000)."""
-    from torchmetrics.image.kid import KernelInceptionDistance
-
     a, b = _as_tensor(a), _as_tensor(b)
     size = subset_size or min(len(a), len(b), 1000)
     if size < 2 or size > min(len(a), len(b)):

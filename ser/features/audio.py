@@ -9,15 +9,11 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soundfile as sf
 
-
-class BadAudio(ValueError):
-    def __init__(self, path, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path = str(path)
-        self.reason = reason
+from ser.errors import BadAudio
 
 
 def load_audio(
@@ -33,8 +29,6 @@ def load_audio(
     utterance; score long files with windows in ser.predict instead). Clips shorter than
     `min_duration` or whose peak is below `silence_dbfs` are rejected.
     """
-    import librosa
-
     path = Path(path)
     if not path.is_file():
         raise BadAudio(path, "file does not exist")

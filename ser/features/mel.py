@@ -1,10 +1,16 @@
-"""Log-mel spectrograms: pure functions of arrays with explicit parameters (librosa conventions)."""
+"""Log-mel spectrograms: pure functions of arrays with explicit parameters (librosa conventions),
+and `LogMel`, the front end that applies them to audio files for the feature cache."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 
+import librosa
 import numpy as np
+
+from ser.features.audio import load_audio
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,6 @@ class MelParams:
 
 def log_mel(y: np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
     """Mono waveform -> log-mel power spectrogram in dB, shape (n_mels, frames), float32."""
-    import librosa
-
     power = librosa.feature.melspectrogram(
         y=y, sr=p.sr, n_fft=p.n_fft, hop_length=p.hop_length, n_mels=p.n_mels,
         fmin=p.fmin, fmax=p.fmax, power=2.0,
@@ -48,11 +52,41 @@ def mel_to_audio(db: np.ndarray, p: MelParams = MelParams(), n_iter: int = 32, p
 
     The absolute level is lost when `ref="max"`, so the output is scaled to `peak`.
     """
-    import librosa
-
     power = librosa.db_to_power(db)
     y = librosa.feature.inverse.mel_to_audio(
         power, sr=p.sr, n_fft=p.n_fft, hop_length=p.hop_length, fmin=p.fmin, fmax=p.fmax,
         power=2.0, n_iter=n_iter,
     )
     return (y / (np.max(np.abs(y)) + 1e-9) * peak).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class LogMel:
+    """The log-mel front end: everything that determines a cached spectrogram apart from the audio
+    bytes. Like `SmileLLD` (ser/features/smile.py) it gives (channels, frames) per clip."""
+
+    mel: MelParams = MelParams()
+    min_duration: float = 0.25
+    max_duration: float = 30.0
+    version: int = 1  # bump when the feature code changes meaning
+    kind: str = "mel"
+
+    def describe(self) -> dict:
+        return {"mel": self.mel.as_dict(), "min_duration": self.min_duration,
+                "max_duration": self.max_duration, "version": self.version}
+
+    def fingerprint(self) -> str:
+        blob = json.dumps({"mel": self.mel.as_dict(), "min": self.min_duration,
+                           "max": self.max_duration, "v": self.version}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @property
+    def sr(self) -> int:
+        return self.mel.sr
+
+    def from_signal(self, y: np.ndarray) -> np.ndarray:
+        return log_mel(y, self.mel)
+
+    def compute(self, path: str) -> np.ndarray:
+        y = load_audio(path, sr=self.mel.sr, min_duration=self.min_duration, max_duration=self.max_duration)
+        return self.from_signal(y)

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ser.features.audio import BadAudio, load_audio
+from ser.errors import BadAudio
+from ser.features.audio import load_audio
 
 
 def _smile(feature_set: str, level: str):

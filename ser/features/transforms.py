@@ -1,6 +1,7 @@
-"""What happens to a cached log-mel between the disk and the model: normalise, size, augment.
+"""What happens to cached frame features (log-mel bands or openSMILE descriptors) between the disk
+and the model: normalise, size, augment.
 
-All functions take and return tensors shaped (1, n_mels, frames).
+All functions take and return tensors shaped (1, rows, frames).
 """
 
 from __future__ import annotations
@@ -8,9 +9,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ser.errors import ConfigError, DataError, invalid_choice
 
-class MelNormalizer:
-    """Per-mel-bin standardisation with statistics from a group of clips.
+NORMALIZATIONS = ("global", "speaker", "none")
+PAD_MODES = ("zero", "repeat")
+RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area")
+
+
+class FeatureNormalizer:
+    """Per-row standardisation (each mel band or descriptor) with statistics from a group of clips.
 
     mode="global": one set of statistics from the training clips.
     mode="speaker": statistics per speaker, from that speaker's clips. It uses no labels, so it
@@ -20,35 +27,35 @@ class MelNormalizer:
     """
 
     def __init__(self, mode: str = "global", min_std: float = 1e-3):
-        if mode not in ("global", "speaker", "none"):
-            raise ValueError(f"unknown normalisation {mode!r}; choose global, speaker or none")
+        if mode not in NORMALIZATIONS:
+            raise invalid_choice("model.input.normalization", mode, NORMALIZATIONS)
         self.mode, self.min_std = mode, min_std
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _stats(self, mels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = torch.cat([m.reshape(m.shape[-2], -1) for m in mels], dim=1)
+    def _stats(self, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        frames = torch.cat([x.reshape(x.shape[-2], -1) for x in clips], dim=1)
         return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(self.min_std)
 
-    def fit(self, mels: list[torch.Tensor], speakers: list[str]) -> "MelNormalizer":
+    def fit(self, clips: list[torch.Tensor], speakers: list[str]) -> "FeatureNormalizer":
         if self.mode == "global":
-            self.stats["*"] = self._stats(mels)
+            self.stats["*"] = self._stats(clips)
         elif self.mode == "speaker":
             for spk in sorted(set(speakers)):
-                self.stats[spk] = self._stats([m for m, s in zip(mels, speakers) if s == spk])
+                self.stats[spk] = self._stats([x for x, s in zip(clips, speakers) if s == spk])
         return self
 
-    def add_speaker(self, speaker: str, mels: list[torch.Tensor]) -> None:
+    def add_speaker(self, speaker: str, clips: list[torch.Tensor]) -> None:
         if self.mode == "speaker":
-            self.stats[speaker] = self._stats(mels)
+            self.stats[speaker] = self._stats(clips)
 
-    def __call__(self, mel: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
         if self.mode == "none":
-            return (mel + 40.0) / 20.0
+            return (x + 40.0) / 20.0
         key = "*" if self.mode == "global" else speaker
         if key not in self.stats:
             raise KeyError(f"no normalisation statistics for speaker {speaker!r}")
         mean, std = self.stats[key]
-        return (mel - mean) / std
+        return (x - mean) / std
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         out = {}
@@ -63,15 +70,15 @@ class MelNormalizer:
 
 class FunctionalsNormalizer:
     """Per-feature standardisation of per-clip vectors (openSMILE functionals), globally or per
-    speaker like `MelNormalizer`, then clipped to +-`clip`: a few of ComParE's 6373 functionals
+    speaker like `FeatureNormalizer`, then clipped to +-`clip`: a few of ComParE's 6373 functionals
     have tails long enough to swamp a linear layer. Per speaker needs at least two clips of
     each speaker (one clip has no spread to divide by)."""
 
     def __init__(self, mode: str = "speaker", clip: float = 6.0):
         if mode == "none":
-            raise ValueError("openSMILE functionals mix Hz, dB and ratios; normalise them globally or per speaker, not none")
+            raise ConfigError("openSMILE functionals mix Hz, dB and ratios; normalise them globally or per speaker, not none")
         # Nearly-constant functionals are legitimate (they are zero for every clip of a speaker).
-        self.inner, self.clip = MelNormalizer(mode, min_std=1e-6), clip
+        self.inner, self.clip = FeatureNormalizer(mode, min_std=1e-6), clip
 
     @property
     def mode(self) -> str:
@@ -86,13 +93,13 @@ class FunctionalsNormalizer:
             counts = {s: speakers.count(s) for s in set(speakers)}
             lonely = sorted(s for s, n in counts.items() if n < 2)
             if lonely:
-                raise ValueError(f"per-speaker functionals need >= 2 clips per speaker; speaker(s) {lonely} have one")
+                raise DataError(f"per-speaker functionals need >= 2 clips per speaker; speaker(s) {lonely} have one")
         self.inner.fit([self._column(v) for v in vectors], speakers)
         return self
 
     def add_speaker(self, speaker: str, vectors: list[torch.Tensor]) -> None:
         if self.mode == "speaker" and len(vectors) < 2:
-            raise ValueError("this model standardises openSMILE functionals per speaker, which needs at least two "
+            raise DataError("this model standardises openSMILE functionals per speaker, which needs at least two "
                              "clips (or windows) of the speaker scored together; pass more files of the speaker, "
                              "or score a long recording with --window")
         self.inner.add_speaker(speaker, [self._column(v) for v in vectors])
@@ -113,21 +120,23 @@ def resize(mel: torch.Tensor, size: tuple[int, int], method: str = "bilinear") -
     return F.interpolate(mel.unsqueeze(0), size=tuple(size), mode=method, **kwargs).squeeze(0)
 
 
-def crop_or_pad(mel: torch.Tensor, frames: int, random: bool, generator: torch.Generator | None = None,
+def crop_or_pad(x: torch.Tensor, frames: int, random: bool, generator: torch.Generator | None = None,
                 pad: str = "zero") -> torch.Tensor:
     """Fix the time axis to `frames`: a random (training) or centred crop of long clips; short
     clips are zero-padded around (pad="zero") or repeated end to end (pad="repeat", which keeps
     the clip's statistics, so pooling over time is not diluted by silence)."""
-    t = mel.shape[-1]
+    t = x.shape[-1]
     if t > frames:
         start = int(torch.randint(0, t - frames + 1, (1,), generator=generator)) if random else (t - frames) // 2
-        return mel[..., start:start + frames]
+        return x[..., start:start + frames]
     if t < frames:
         if pad == "repeat":
-            return mel.repeat(1, 1, -(-frames // t))[..., :frames]
+            return x.repeat(1, 1, -(-frames // t))[..., :frames]
+        if pad != "zero":
+            raise invalid_choice("model.input.pad", pad, PAD_MODES)
         left = (frames - t) // 2
-        return F.pad(mel, (left, frames - t - left))
-    return mel
+        return F.pad(x, (left, frames - t - left))
+    return x
 
 
 def spec_augment(mel: torch.Tensor, freq_masks: int = 2, freq_width: int = 12, time_masks: int = 2,
@@ -148,20 +157,24 @@ def spec_augment(mel: torch.Tensor, freq_masks: int = 2, freq_width: int = 12, t
 
 
 class InputPipeline:
-    """Normalise, then size, then (training only) augment: the model's view of a cached log-mel.
+    """Normalise, then size, then (training only) augment: the model's view of cached frame features.
 
     size=[H, W] resizes to an image (the reference recipe: 224x224); frames=N crops or pads the
     time axis to N frames at native mel resolution; neither keeps each clip's own length (batches
     are then padded to their longest clip by `pad_batch`).
     """
 
-    def __init__(self, normalizer: MelNormalizer, size=None, frames: int | None = None,
+    def __init__(self, normalizer: FeatureNormalizer, size=None, frames: int | None = None,
                  resize_method: str = "bilinear", specaug: dict | None = None, pad: str = "zero"):
+        if pad not in PAD_MODES:
+            raise invalid_choice("model.input.pad", pad, PAD_MODES)
+        if resize_method not in RESIZE_METHODS:
+            raise invalid_choice("model.input.resize_method", resize_method, RESIZE_METHODS)
         self.normalizer, self.size, self.frames = normalizer, size, frames
         self.resize_method, self.specaug, self.pad = resize_method, specaug, pad
 
-    def __call__(self, mel: torch.Tensor, speaker: str | None, train: bool) -> torch.Tensor:
-        x = self.normalizer(mel, speaker)
+    def __call__(self, features: torch.Tensor, speaker: str | None, train: bool) -> torch.Tensor:
+        x = self.normalizer(features, speaker)
         if self.frames is not None:
             x = crop_or_pad(x, self.frames, random=train, pad=self.pad)
         if self.size is not None:

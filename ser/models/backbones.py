@@ -15,11 +15,10 @@ from pathlib import Path
 
 import timm
 import torch
+import torchvision
 from torch import nn
 
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    pass
+from ser.errors import ConfigError, PretrainedWeightsUnavailable
 
 
 class SpectroCNN(nn.Module):
@@ -51,19 +50,19 @@ class SpectroCNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
-class MelTDNN(nn.Module):
-    """1-D convolutions over time with the mel bands as channels (a TDNN, as in x-vectors), then
-    mean+std pooling over time.
+class TDNN(nn.Module):
+    """1-D convolutions over time with each frame's features (mel bands or openSMILE descriptors)
+    as channels (a TDNN, as in x-vectors), then mean+std pooling over time. `model=mel_tdnn`.
 
     Each filter sees the whole spectrum of a few frames, so spectral shape and its dynamics are
     learned directly, with far fewer examples than a 2-D CNN needs: on EmoDB LOSO it is both
     more accurate and faster to train on a CPU (docs/benchmarks.md).
     """
 
-    def __init__(self, num_classes: int, in_chans: int = 1, n_mels: int = 128, channels: int = 128,
+    def __init__(self, num_classes: int, in_chans: int = 1, feat_dim: int = 128, channels: int = 128,
                  layers: int = 3, kernel_size: int = 5, drop_rate: float = 0.3):
         super().__init__()
-        blocks, c_in = [], n_mels * in_chans
+        blocks, c_in = [], feat_dim * in_chans
         for i in range(layers):
             dilation = 1 if i == 0 else 2  # widen the receptive field without more parameters
             blocks += [nn.Conv1d(c_in, channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation),
@@ -74,7 +73,7 @@ class MelTDNN(nn.Module):
         self.head = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(self.num_features, num_classes))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x.flatten(1, 2))  # (B, C, n_mels, T) -> (B, C * n_mels, T)
+        h = self.features(x.flatten(1, 2))  # (B, C, feat_dim, T) -> (B, C * feat_dim, T)
         return torch.cat([h.mean(dim=2), h.std(dim=2)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,19 +100,19 @@ class HybridTDNN(nn.Module):
     descriptors, and a dropout-regularised projection of its openSMILE functionals; one head
     reads both.
 
-    Input: a pair (frames (B, 1, n_mels, T), functionals (B, side_dim)). The functionals carry
+    Input: a pair (frames (B, 1, feat_dim, T), functionals (B, side_dim)). The functionals carry
     what the frame network struggles to learn from ~500 clips (voiced-segment statistics,
     percentiles, regression shapes); the frames carry the dynamics the functionals average out.
     On EmoDB LOSO it is level with ComParE functionals + SVM, not ahead (docs/benchmarks.md).
     """
 
-    def __init__(self, num_classes: int, side_dim: int, in_chans: int = 1, n_mels: int = 130, channels: int = 128,
+    def __init__(self, num_classes: int, side_dim: int, in_chans: int = 1, feat_dim: int = 130, channels: int = 128,
                  input_dropout: float = 0.1, side_dropout: float = 0.5, drop_rate: float = 0.3):
         super().__init__()
         c = channels
         self.frames = nn.Sequential(
             nn.Dropout(input_dropout),
-            nn.Conv1d(n_mels * in_chans, c, 5, padding=2), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
+            nn.Conv1d(feat_dim * in_chans, c, 5, padding=2), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
             nn.Conv1d(c, c, 3, padding=2, dilation=2), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
             nn.Conv1d(c, c, 3, padding=3, dilation=3), nn.BatchNorm1d(c), nn.ReLU(inplace=True),
         )
@@ -150,16 +149,20 @@ class DeepEnsemble(nn.Module):
         return torch.log(probs.clamp_min(1e-12))
 
 
+# Our own architectures by name; any other `arch` is a timm model name. A whitelist, not a
+# `_target_`: exported model.json files name their arch, and loading one must not run code it names.
+OURS = {"spectro_cnn": SpectroCNN, "mel_tdnn": TDNN, "hybrid_tdnn": HybridTDNN}
+
+
 def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
                    weights: str | None = None, drop_rate: float = 0.0, ensemble: int = 1, **kwargs) -> nn.Module:
     if ensemble > 1:
         return DeepEnsemble([build_backbone(arch, num_classes, in_chans, pretrained, weights, drop_rate, **kwargs)
                              for _ in range(ensemble)])
-    ours = {"spectro_cnn": SpectroCNN, "mel_tdnn": MelTDNN, "hybrid_tdnn": HybridTDNN}
-    if arch in ours:
+    if arch in OURS:
         if pretrained or weights:
-            raise ValueError(f"{arch} has no pretrained weights; set model.pretrained=false")
-        return ours[arch](num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
+            raise ConfigError(f"{arch} has no pretrained weights; set model.pretrained=false")
+        return OURS[arch](num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     common = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, **kwargs)
     if weights == "torchvision":
         weights = torchvision_checkpoint(arch)
@@ -187,8 +190,6 @@ def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: b
 
 def torchvision_checkpoint(arch: str) -> str:
     """Where torchvision keeps `arch`'s default ImageNet checkpoint; it must already be there."""
-    import torchvision
-
     enum = torchvision.models.get_model_weights(arch).DEFAULT
     path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(enum.url)
     if not path.is_file():

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from ser.errors import DataError
 from ser.features.cache import FeatureCache
 from ser.features.smile import SmileFunctionals
 
@@ -42,7 +43,7 @@ def fit_predict_classical(cfg, data, split):
     feats, skipped = cache.get_many(paths, workers=cfg.features.workers)
     missing = [p for p in paths if p not in feats]
     if missing:
-        raise RuntimeError(f"openSMILE failed on {len(missing)} clip(s) that the mel front end accepted: {skipped[:3]}")
+        raise DataError(f"openSMILE failed on {len(missing)} clip(s) that the mel front end accepted: {skipped[:3]}")
     x = np.stack([feats[p] for p in paths]).astype(np.float64)
     x = np.nan_to_num(x)
     if m.speaker_norm:

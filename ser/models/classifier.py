@@ -1,10 +1,12 @@
-"""The classifier LightningModule: a backbone, cross-entropy (class-weighted), Adam, UA/WA/F1 metrics."""
+"""The classifier LightningModule: a backbone, cross-entropy (class-weighted, optional mixup), the
+optimizer and LR schedule its config names, and UA/WA/F1 on validation."""
 
 from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
@@ -14,12 +16,14 @@ from ser.models.backbones import build_backbone
 
 
 class EmotionClassifier(pl.LightningModule):
-    def __init__(self, backbone: dict, num_classes: int, emotions: list[str], lr: float = 1e-3,
-                 weight_decay: float = 0.0, optimizer: str = "adam", scheduler: str = "none",
-                 class_weights: list[float] | None = None, label_smoothing: float = 0.0,
-                 mixup_alpha: float = 0.0):
+    def __init__(self, backbone: dict, num_classes: int, emotions: list[str], optimizer: dict,
+                 scheduler: dict | None = None, class_weights: list[float] | None = None,
+                 label_smoothing: float = 0.0, mixup_alpha: float = 0.0):
+        """`optimizer`: a `_partial_` `_target_` config (conf/model/optimizer/*.yaml); `scheduler`:
+        {"interval": "step" | "epoch", "schedule": a `_partial_` `_target_` config} (conf/model/scheduler/).
+        Both stay configs (plain data) until `configure_optimizers`, so checkpoints hold no code
+        and load with `weights_only=True`; the backbone is likewise rebuilt from its config."""
         super().__init__()
-        # The backbone is rebuilt from its config (never pickled), so a run's weights load anywhere.
         self.save_hyperparameters()
         self.net = build_backbone(num_classes=num_classes, **backbone)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else torch.ones(num_classes)
@@ -73,20 +77,15 @@ class EmotionClassifier(pl.LightningModule):
         return torch.softmax(self(x).float(), dim=-1)
 
     def configure_optimizers(self):
-        params = self.parameters()
-        if self.hparams.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        elif self.hparams.optimizer == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        elif self.hparams.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=self.hparams.lr, momentum=0.9, weight_decay=self.hparams.weight_decay)
-        else:
-            raise ValueError(f"unknown optimizer {self.hparams.optimizer!r}")
-        if self.hparams.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
-            return {"optimizer": opt, "lr_scheduler": sched}
-        if self.hparams.scheduler == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.hparams.lr,
-                                                        total_steps=self.trainer.estimated_stepping_batches)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-        return opt
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        schedule = instantiate(self.hparams.scheduler["schedule"])
+        runtime = {}
+        if schedule.keywords.get("total_steps", 0) is None:
+            # `total_steps: null` (one-cycle): the run's length in optimizer steps, which only the
+            # Trainer knows once it has seen the data.
+            runtime["total_steps"] = self.trainer.estimated_stepping_batches
+        scheduler = schedule(optimizer, **runtime)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler["interval"]}}

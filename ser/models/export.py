@@ -11,33 +11,44 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ser.features.transforms import (FunctionalsNormalizer, InputPipeline, MelNormalizer, collate_inputs,
+from ser.errors import ConfigError, NotFound
+from ser.features.transforms import (FeatureNormalizer, FunctionalsNormalizer, InputPipeline, collate_inputs,
                                      input_frames, map_input)
-from ser.models.backbones import build_backbone
+from ser.io import atomic_dir
+from ser.models.backbones import DeepEnsemble, build_backbone
 
 NORM_PREFIX = "normalizer."
 FUNCTIONALS_NORM_PREFIX = "functionals_normalizer."
 
 
-def export_classifier(out_dir: str | Path, net: torch.nn.Module, normalizer: MelNormalizer, spec: dict,
+def export_classifier(out_dir: str | Path, net: torch.nn.Module, normalizer: FeatureNormalizer, spec: dict,
                       functionals_normalizer: FunctionalsNormalizer | None = None) -> Path:
-    """`spec`: backbone (dict), emotions, input (normalization/size/frames/resize_method), front_end
-    (with `functionals` when the model reads them, and then `functionals_normalizer` is required)."""
-    if bool(spec["front_end"].get("functionals")) != (functionals_normalizer is not None):
-        raise ValueError("a model that reads functionals is exported with their normaliser, and only such a model")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    """`spec`: backbone (dict), emotions, input (normalization/size/frames/resize_method/pad),
+    front_end (with `functionals` when the model reads them, and then `functionals_normalizer` is
+    required). The two files appear together or not at all."""
+    if bool(spec["front_end"]["functionals"]) != (functionals_normalizer is not None):
+        raise ConfigError("a model that reads functionals is exported with their normaliser, and only such a model")
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     tensors.update({NORM_PREFIX + k: v for k, v in normalizer.state_dict().items()})
     if functionals_normalizer is not None:
         tensors.update({FUNCTIONALS_NORM_PREFIX + k: v for k, v in functionals_normalizer.state_dict().items()})
-    save_file(tensors, str(out / "model.safetensors"))
-    (out / "model.json").write_text(json.dumps(spec, indent=1))
-    return out
+    with atomic_dir(out_dir) as tmp:
+        save_file(tensors, str(tmp / "model.safetensors"))
+        (tmp / "model.json").write_text(json.dumps(spec, indent=1))
+    return Path(out_dir)
 
 
-def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, MelNormalizer, dict]:
-    model_dir = Path(model_dir)
+def model_dir_of(run_or_model_dir: str | Path) -> Path:
+    """A train.py run dir or its model/ folder -> the folder holding model.json."""
+    path = Path(run_or_model_dir)
+    model_dir = path / "model" if (path / "model").is_dir() else path
+    if not (model_dir / "model.json").is_file():
+        raise NotFound(f"{run_or_model_dir} holds no trained model (expected {model_dir}/model.json)")
+    return model_dir
+
+
+def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, FeatureNormalizer, dict]:
+    model_dir = model_dir_of(model_dir)
     spec = json.loads((model_dir / "model.json").read_text())
     tensors = load_file(str(model_dir / "model.safetensors"))
     backbone = dict(spec["backbone"], pretrained=False, weights=None)
@@ -45,33 +56,30 @@ def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, MelNormaliz
     net.load_state_dict({k: v for k, v in tensors.items()
                          if not k.startswith((NORM_PREFIX, FUNCTIONALS_NORM_PREFIX))})
     net.eval()
-    normalizer = MelNormalizer(spec["input"]["normalization"])
+    normalizer = FeatureNormalizer(spec["input"]["normalization"])
     normalizer.load_state_dict({k[len(NORM_PREFIX):]: v for k, v in tensors.items() if k.startswith(NORM_PREFIX)})
     return net, normalizer, spec
 
 
 def load_functionals_normalizer(model_dir: str | Path, spec: dict) -> FunctionalsNormalizer | None:
     """The functionals' statistics of an exported model that reads functionals (else None)."""
-    if not spec["front_end"].get("functionals"):
+    if not spec["front_end"]["functionals"]:
         return None
-    tensors = load_file(str(Path(model_dir) / "model.safetensors"))
+    tensors = load_file(str(model_dir_of(model_dir) / "model.safetensors"))
     norm = FunctionalsNormalizer(spec["input"]["normalization"])
     n = len(FUNCTIONALS_NORM_PREFIX)
     norm.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(FUNCTIONALS_NORM_PREFIX)})
     return norm
 
 
-def eval_pipeline(normalizer: MelNormalizer, spec: dict) -> InputPipeline:
+def eval_pipeline(normalizer: FeatureNormalizer, spec: dict) -> InputPipeline:
     i = spec["input"]
-    return InputPipeline(normalizer, size=i.get("size"), frames=i.get("frames"),
-                         resize_method=i.get("resize_method", "bilinear"), pad=i.get("pad", "zero"))
+    return InputPipeline(normalizer, size=i["size"], frames=i["frames"], resize_method=i["resize_method"], pad=i["pad"])
 
 
 def pooled_features(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The embedding the classifier's last layer reads (timm: pre-logits; ours: pooled statistics;
     an ensemble: its members' embeddings side by side)."""
-    from ser.models.backbones import DeepEnsemble
-
     if isinstance(net, DeepEnsemble):
         return torch.cat([pooled_features(m, x) for m in net.members], dim=1)
     if hasattr(net, "forward_head"):

@@ -1,4 +1,4 @@
-"""The exact map between log-mel dB and the diffusion model's space, and back.
+"""The diffusion model's image space: the exact map between log-mel dB and [-1, 1] images, and back.
 
 Spectrograms are in [-top_db, 0] dB (librosa power_to_db with ref=max, top_db=80; see
 ser.features.mel). The model works on square single-channel images in [-1, 1]:
@@ -14,14 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-
-def require_log_mel(cfg_features, what: str) -> None:
-    """The generators learn and emit log-mel dB images; other front ends (openSMILE LLDs) have no
-    such fixed range and no inverse to audio, so mixing them with generated mels is refused."""
-    kind = cfg_features.get("kind", "mel")
-    if kind != "mel":
-        raise ValueError(f"{what} needs the log-mel front end (features=default); this run uses features.kind={kind!r}")
 
 
 def db_to_model(db: torch.Tensor, top_db: float = 80.0) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The multi-GPU (DDP) and cluster (submitit) paths, exercised on CPU."""
+"""The multi-GPU (DDP) and cluster (submitit) paths, exercised on CPU in real processes."""
 
 import json
 

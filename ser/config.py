@@ -1,0 +1,136 @@
+"""Check a composed config before any work starts: every option with a fixed set of values holds
+one of them, every `_target_` names something importable, and the choices fit together.
+
+A typo (`mode=trian`, `model.select=bets`) fails here in seconds, naming the valid choices,
+instead of minutes later or, worse, never. The valid values come from the modules that use them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.utils import get_object
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ser.data.build import DATASET_KINDS, FRONT_ENDS
+from ser.data.splits import PROTOCOLS
+from ser.diffusion.generator import SAMPLERS
+from ser.errors import ConfigError, invalid_choice
+from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+MODEL_KINDS = ("neural", "classical")
+SELECT = ("best", "last")  # the checkpoint a neural run is scored with
+CLASS_WEIGHTS = ("balanced", "none")
+SCHEDULER_INTERVALS = ("step", "epoch")
+GENERATE_MODES = ("train", "sample", "train_sample", "enhance", "quality")
+EVALUATE_METRICS = ("ua", "wa", "macro_f1")
+
+
+def check_train_config(cfg: DictConfig) -> None:
+    _check_common(cfg)
+    _choice(cfg, "model.kind", MODEL_KINDS)
+    if cfg.model.kind == "neural":
+        for key, choices in (("model.select", SELECT), ("model.class_weights", CLASS_WEIGHTS),
+                             ("model.input.pad", PAD_MODES), ("model.input.normalization", NORMALIZATIONS),
+                             ("model.input.resize_method", RESIZE_METHODS)):
+            _choice(cfg, key, choices)
+        _check_optimizer(cfg)
+        _check_combination(cfg)
+    _check_synthetic(cfg)
+
+
+def check_generate_config(cfg: DictConfig) -> None:
+    _check_common(cfg)
+    _choice(cfg, "mode", GENERATE_MODES)
+    _choice(cfg, "sample.sampler", SAMPLERS)
+    _choice(cfg, "enhance.sampler", SAMPLERS)
+    _require_log_mel(cfg, "generate.py")
+
+
+def check_evaluate_config(cfg: DictConfig) -> None:
+    _choice(cfg, "metric", EVALUATE_METRICS)
+    check_targets(cfg)
+
+
+def _check_common(cfg: DictConfig) -> None:
+    _choice(cfg, "dataset.kind", DATASET_KINDS)
+    _choice(cfg, "features.kind", FRONT_ENDS)
+    _choice(cfg, "split.protocol", PROTOCOLS)
+    check_targets(cfg)
+
+
+def _choice(cfg: DictConfig, key: str, choices) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value not in choices:
+        raise invalid_choice(key, value, choices)
+
+
+def check_targets(cfg: DictConfig, path: str = "") -> None:
+    """Every `_target_` in the config names an importable class or function."""
+    if isinstance(cfg, DictConfig):
+        if "_target_" in cfg:
+            try:
+                get_object(cfg._target_)
+            except Exception as err:
+                raise ConfigError(f"{path}._target_={cfg._target_!r} cannot be imported ({err})") from None
+        for key in cfg:
+            if key != "hydra" and OmegaConf.is_config(cfg._get_node(key)):
+                check_targets(cfg[key], f"{path}.{key}" if path else str(key))
+    elif isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            check_targets(item, f"{path}[{i}]")
+
+
+def _group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _check_optimizer(cfg: DictConfig) -> None:
+    m = cfg.model
+    if not isinstance(m.optimizer, DictConfig) or "_target_" not in m.optimizer:
+        raise ConfigError(f"model.optimizer={m.optimizer!r} is not an optimizer config. Optimizers are a config "
+                          f"group: model/optimizer=<{'|'.join(_group_options('model/optimizer'))}>")
+    s = m.scheduler
+    if not isinstance(s, DictConfig) or "schedule" not in s or "_target_" not in (s.schedule or {}):
+        raise ConfigError(f"model.scheduler={s!r} is not a scheduler config. Schedulers are a config group: "
+                          f"model/scheduler=<{'|'.join(_group_options('model/scheduler'))}>")
+    _choice(cfg, "model.scheduler.interval", SCHEDULER_INTERVALS)
+
+
+def _check_combination(cfg: DictConfig) -> None:
+    m, f = cfg.model, cfg.features
+    if m.input.normalization == "none" and f.kind != "mel":
+        # "none" is a fixed map of the [-80, 0] dB range; descriptors in Hz, dB and ratios need statistics.
+        raise ConfigError(f"model.input.normalization=none only suits log-mel dB; with features.kind={f.kind!r} "
+                          "use global or speaker")
+    reads_functionals = m.backbone.arch == "hybrid_tdnn"
+    if reads_functionals and not f.functionals:
+        raise ConfigError("model=hybrid_tdnn reads per-clip openSMILE functionals beside the frames: set "
+                          "features.functionals (e.g. features=compare_lld_functionals, or features.functionals=ComParE_2016)")
+    if f.functionals and not reads_functionals:
+        raise ConfigError(f"features.functionals={f.functionals} is read only by model=hybrid_tdnn, "
+                          f"not by {m.backbone.arch}; drop it or switch model")
+    if m.select == "best" and cfg.split.protocol != "random" and cfg.split.n_val_speakers == 0:
+        raise ConfigError("model.select=best picks the checkpoint on validation speakers, and split.n_val_speakers=0 "
+                          "leaves none; set split.n_val_speakers>0 or model.select=last")
+
+
+def _check_synthetic(cfg: DictConfig) -> None:
+    if "synthetic" not in cfg.aug:
+        return
+    _require_log_mel(cfg, f"aug={cfg.aug.name} (synthetic spectrograms)")
+    if cfg.model.kind != "neural":
+        raise ConfigError(f"aug={cfg.aug.name} adds synthetic spectrograms to a network's training set; "
+                          f"model={cfg.model.name} is classical")
+    if cfg.features.functionals:
+        raise ConfigError("synthetic spectrograms have no openSMILE functionals; aug=ddpm cannot feed model=hybrid_tdnn")
+
+
+def _require_log_mel(cfg: DictConfig, what: str) -> None:
+    # The generators learn and emit log-mel dB images; other front ends (openSMILE LLDs) have no such
+    # fixed range and no inverse to audio.
+    if cfg.features.kind != "mel":
+        raise ConfigError(f"{what} needs the log-mel front end (features=default); this run uses "
+                          f"features.kind={cfg.features.kind!r}")

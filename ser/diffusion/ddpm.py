@@ -1,0 +1,89 @@
+"""The DDPM LightningModule: trains a diffusers UNet2DModel to denoise log-mel images.
+
+One class-conditional UNet serves every emotion (class embeddings; a "null" class used with
+probability `p_uncond` during training enables classifier-free guidance). With `num_classes=0`
+it is unconditional: the reference recipe trains one such model per emotion.
+This module only trains; `to_generator()` hands the (EMA) weights to a `SpectrogramGenerator`,
+which samples, edits and is saved (ser/diffusion/generator.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.training_utils import EMAModel
+
+from ser.diffusion.generator import SpectrogramGenerator
+
+
+class SpectrogramDDPM(pl.LightningModule):
+    def __init__(self, unet: dict, num_classes: int = 0, num_train_timesteps: int = 1000,
+                 beta_schedule: str = "linear", lr: float = 1e-4, p_uncond: float = 0.1, ema_decay: float = 0.0):
+        super().__init__()
+        self.save_hyperparameters()
+        # Conditional models get one extra embedding: index num_classes is "no emotion" (for CFG).
+        self.unet = UNet2DModel(in_channels=1, out_channels=1,
+                                num_class_embeds=(num_classes + 1) if num_classes else None, **unet)
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+        self.ema = EMAModel(self.unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
+
+    @property
+    def null_class(self) -> int:
+        return self.hparams.num_classes
+
+    def training_step(self, batch, batch_idx):
+        x0, y = batch
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        xt = self.scheduler.add_noise(x0, noise, t)
+        labels = None
+        if self.hparams.num_classes:
+            drop = torch.rand(y.shape, device=y.device) < self.hparams.p_uncond
+            labels = torch.where(drop, torch.full_like(y, self.null_class), y)
+        loss = F.mse_loss(self.unet(xt, t, class_labels=labels).sample, noise)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x0.shape[0])
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        """Denoising loss on clips the generator never trains on, with noise and timesteps fixed
+        per batch, so successive epochs are measured on the same problem: the convergence curve."""
+        x0, y = batch
+        g = torch.Generator().manual_seed(batch_idx)
+        noise = torch.randn(x0.shape, generator=g).to(x0)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (x0.shape[0],), generator=g).to(x0.device)
+        labels = y if self.hparams.num_classes else None
+        loss = F.mse_loss(self.unet(self.scheduler.add_noise(x0, noise, t), t, class_labels=labels).sample, noise)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x0.shape[0])
+
+    def on_validation_epoch_start(self):
+        if self.ema is not None:  # measure the weights that will be saved
+            self.ema.to(self.device)
+            self.ema.store(self.unet.parameters())
+            self.ema.copy_to(self.unet.parameters())
+
+    def on_validation_epoch_end(self):
+        if self.ema is not None:
+            self.ema.restore(self.unet.parameters())
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self.ema is not None:
+            self.ema.to(self.device)
+            self.ema.step(self.unet.parameters())
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
+
+    def to_generator(self, metadata: dict) -> SpectrogramGenerator:
+        """The trained generator, with the EMA weights when they are kept (what gets sampled and
+        saved); `metadata` must name the emotions and the exact training speakers."""
+        unet = copy.deepcopy(self.unet)
+        if self.ema is not None:
+            self.ema.to(self.device)
+            self.ema.copy_to(unet.parameters())
+        meta = {**metadata, "num_classes": self.hparams.num_classes, "p_uncond": self.hparams.p_uncond,
+                "ema_decay": self.hparams.ema_decay, "lr": self.hparams.lr}
+        return SpectrogramGenerator(unet.eval(), copy.deepcopy(self.scheduler), meta)

@@ -1,0 +1,142 @@
+"""A trained spectrogram generator: a diffusers UNet2DModel, its noise scheduler and the metadata
+that fold safety is checked against. It samples new log-mel images, edits real ones (SDEdit), and
+is shared the diffusers way:
+
+    <dir>/unet/          UNet2DModel.save_pretrained (safetensors)
+    <dir>/scheduler/     DDPMScheduler.save_pretrained
+    <dir>/metadata.json  emotions, the exact training speakers, recipe, training curve
+
+Sampling is a hand-written loop over a diffusers scheduler because classifier-free guidance needs
+two UNet passes per step (conditional and "no emotion").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+
+from ser.errors import ConfigError, NotFound, invalid_choice
+from ser.io import atomic_dir
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+
+
+class SpectrogramGenerator:
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler, metadata: dict):
+        for key in ("emotions", "train_speakers"):
+            if key not in metadata:
+                raise ConfigError(f"generator metadata needs {key!r} (fold safety is checked against it)")
+        self.unet, self.scheduler, self.metadata = unet, scheduler, metadata
+
+    @property
+    def num_classes(self) -> int:
+        return self.metadata["num_classes"]
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+    def to(self, device) -> "SpectrogramGenerator":
+        self.unet.to(device)
+        return self
+
+    # --- sharing -----------------------------------------------------------------------------
+    def save_pretrained(self, out_dir: str | Path) -> Path:
+        """Write the generator folder atomically: it appears complete or not at all."""
+        with atomic_dir(out_dir) as tmp:
+            self.write_into(tmp)
+        return Path(out_dir)
+
+    def write_into(self, folder: str | Path) -> Path:
+        """The files of `save_pretrained`, written into `folder` as they are (for a caller that
+        makes a larger folder atomic, e.g. one generator per emotion)."""
+        folder = Path(folder)
+        self.unet.save_pretrained(folder / "unet", safe_serialization=True)
+        self.scheduler.save_pretrained(folder / "scheduler")
+        (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=1))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> "SpectrogramGenerator":
+        """Load without unpickling anything: safetensors weights and JSON configs."""
+        path = Path(path)
+        if not (path / "metadata.json").is_file():
+            raise NotFound(f"no generator at {path} (no metadata.json); train one with generate.py mode=train")
+        unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
+        return cls(unet.eval(), DDPMScheduler.from_pretrained(path / "scheduler"),
+                   json.loads((path / "metadata.json").read_text()))
+
+    # --- inference ---------------------------------------------------------------------------
+    def _sampler(self, name: str, steps: int):
+        if name not in SAMPLERS:
+            raise invalid_choice("sampler", name, SAMPLERS)
+        config = self.scheduler.config
+        if name == "dpmsolver++":
+            sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
+        else:
+            sched = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[name].from_config(config)
+        sched.set_timesteps(steps, device=self.device)
+        return sched
+
+    def _eps(self, x, t, labels, guidance: float):
+        if not self.num_classes:
+            return self.unet(x, t).sample
+        cond = self.unet(x, t, class_labels=labels).sample
+        if guidance == 1.0:
+            return cond
+        uncond = self.unet(x, t, class_labels=torch.full_like(labels, self.num_classes)).sample  # "no emotion"
+        return uncond + guidance * (cond - uncond)  # classifier-free guidance
+
+    @torch.no_grad()
+    def _denoise(self, x, sched, timesteps, labels, guidance, generator):
+        for t in timesteps:
+            eps = self._eps(sched.scale_model_input(x, t), t, labels, guidance)
+            x = sched.step(eps, t, x, generator=generator).prev_sample
+        return x.clamp(-1, 1)
+
+    def _labels(self, n: int, label: int | None):
+        return None if label is None else torch.full((n,), int(label), device=self.device, dtype=torch.long)
+
+    @torch.no_grad()
+    def sample(self, n: int, label: int | None = None, sampler: str = "ddpm", steps: int | None = None,
+               guidance: float = 1.0, seed: int = 0, size: int | None = None) -> torch.Tensor:
+        """`n` new images in [-1, 1], shape (n, 1, size, size)."""
+        self.unet.eval()
+        size = size or self.unet.config.sample_size
+        sched = self._sampler(sampler, steps or self.scheduler.config.num_train_timesteps)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        x = torch.randn((n, 1, size, size), generator=generator).to(self.device) * sched.init_noise_sigma
+        return self._denoise(x, sched, sched.timesteps, self._labels(n, label), guidance, generator)
+
+    @torch.no_grad()
+    def enhance(self, x0: torch.Tensor, label: int | None, strength: float, sampler: str = "ddim", steps: int = 50,
+                guidance: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """SDEdit: noise real images to `strength` (0..1) and denoise them toward `label`. 0 returns the input."""
+        if not 0.0 <= strength <= 1.0:
+            raise ConfigError(f"enhance.strength must be in [0, 1], got {strength}")
+        if strength == 0.0:
+            return x0.clone()
+        self.unet.eval()
+        sched = self._sampler(sampler, steps)
+        start = steps - max(1, int(round(strength * steps)))
+        timesteps = sched.timesteps[start:]
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(x0.shape, generator=generator).to(self.device)
+        x = sched.add_noise(x0.to(self.device), noise, timesteps[:1].repeat(x0.shape[0]))
+        return self._denoise(x, sched, timesteps, self._labels(x0.shape[0], label), guidance, generator)
+
+
+def load_generators(gen_dir: str | Path, emotions: list[str], device: str = "cpu") -> dict:
+    """{emotion index: (generator, class label or None)} for a conditional generator (one folder)
+    or the reference recipe's one unconditional generator per emotion (<gen_dir>/<emotion>/)."""
+    gen_dir = Path(gen_dir)
+    if (gen_dir / "metadata.json").is_file():
+        generator = SpectrogramGenerator.from_pretrained(gen_dir).to(device)
+        return {k: (generator, k) for k in range(len(emotions))}
+    if not all((gen_dir / e / "metadata.json").is_file() for e in emotions):
+        raise NotFound(f"no generator at {gen_dir} (nor one per emotion in {gen_dir}/<emotion>); "
+                       "run generate.py mode=train for this fold first")
+    return {k: (SpectrogramGenerator.from_pretrained(gen_dir / e).to(device), None) for k, e in enumerate(emotions)}

@@ -1,0 +1,109 @@
+"""Train a fold's generator(s) on that fold's training speakers, measuring convergence on its
+validation speakers (held-out denoising loss), and save them (ser/diffusion/generator.py format)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, TensorDataset
+
+from ser.data.datamodule import LabelledClips
+from ser.data.splits import Split
+from ser.diffusion.ddpm import SpectrogramDDPM
+from ser.diffusion.image_space import db_to_model, to_image
+from ser.evaluation.plots import plot_convergence
+from ser.hardware import build_trainer
+from ser.io import atomic_dir
+
+log = logging.getLogger(__name__)
+
+
+def training_images(data: LabelledClips, indices, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.stack([to_image(db_to_model(data.features[i]), size) for i in indices])
+    return images, torch.as_tensor(data.labels[indices])
+
+
+class LossCurve(pl.Callback):
+    """Training and held-out denoising loss after every epoch (validation has already run then)."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                          **{k: round(float(m[k]), 5) for k in ("train/loss", "val/loss") if k in m}})
+
+
+def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
+    """When did the held-out denoising loss get within `tolerance` of its best, and was it still
+    falling at the end (last fifth of training still gained more than 2%)?"""
+    curve = [(r["step"], r["val/loss"]) for r in rows if "val/loss" in r]
+    if not curve:
+        return {"measured": False, "reason": "no held-out clips (validation speakers) to measure on"}
+    best = min(v for _, v in curve)
+    reached = next(step for step, v in curve if v <= best * (1 + tolerance))
+    late = curve[int(0.8 * (len(curve) - 1))][1]
+    return {"measured": True, "best_val_loss": best, "final_val_loss": curve[-1][1],
+            f"steps_to_within_{int(tolerance * 100)}pct_of_best": reached, "steps_trained": curve[-1][0],
+            "still_improving": curve[-1][1] < 0.98 * late}
+
+
+def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig, images: torch.Tensor,
+                  labels: torch.Tensor | None, num_classes: int, val_images: torch.Tensor | None = None,
+                  val_labels: torch.Tensor | None = None) -> tuple[SpectrogramDDPM, dict]:
+    """Train one generator (`recipe`: a conf/diffusion/*.yaml node); returns the trained module and
+    its loss curve with a convergence summary."""
+    model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
+                            num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule,
+                            lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay)
+    zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
+    y = labels if labels is not None else zeros(len(images))
+    loader = DataLoader(TensorDataset(images, y), batch_size=recipe.batch_size, shuffle=True, drop_last=False)
+    has_val = val_images is not None and len(val_images) > 0
+    val_loader = None
+    if has_val:
+        vy = val_labels if val_labels is not None else zeros(len(val_images))
+        val_loader = DataLoader(TensorDataset(val_images, vy), batch_size=recipe.batch_size, shuffle=False)
+    curve = LossCurve()
+    callbacks = [curve]
+    if recipe.early_stopping is not None and has_val:
+        # Train until held-out denoising stops improving (capped by max_steps / epochs).
+        callbacks.append(instantiate(recipe.early_stopping))
+    fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0)
+    fit.fit(model, loader, val_loader)
+    summary = convergence(curve.rows)
+    log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", fit.global_step, len(images),
+             recipe.batch_size, summary)
+    return model, {"curve": curve.rows, "convergence": summary}
+
+
+def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict) -> Path:
+    """Train the recipe's generator(s) on the split's training speakers only (never its test or
+    validation speakers; the validation speakers measure convergence) and save them to
+    `cfg.generator.dir`: one conditional generator, or one per emotion (`diffusion.per_emotion`)
+    in <dir>/<emotion>/. The folder appears complete or not at all."""
+    recipe, emotions = cfg.diffusion, data.emotions
+    images, labels = training_images(data, split.train, recipe.image_size)
+    val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
+    trained = []  # (sub-folder, generator, curve title)
+    if recipe.per_emotion:
+        for k, emotion in enumerate(emotions):
+            val_k = val_images[val_labels == k] if val_images is not None else None
+            module, training = fit_generator(recipe, cfg.trainer, cfg.hardware, images[labels == k], None, 0, val_k)
+            trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
+                            f"{emotion} generator"))
+    else:
+        module, training = fit_generator(recipe, cfg.trainer, cfg.hardware, images, labels, len(emotions),
+                                         val_images, val_labels)
+        trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
+    with atomic_dir(cfg.generator.dir) as tmp:
+        for sub, generator, title in trained:
+            folder = generator.write_into(tmp / sub)
+            plot_convergence(generator.metadata["training"]["curve"], folder / "convergence.png", title)
+    return Path(cfg.generator.dir)

@@ -1,0 +1,62 @@
+"""The generate.py job: train a fold's generator on that fold's training speakers, sample a
+synthetic set from it, edit real clips with it (SDEdit), or measure its samples' quality.
+
+Outputs (shared by every train.py run of the fold; conf/generator/default.yaml names the folders):
+  <generator.dir>/[<emotion>/]unet, scheduler, metadata.json, convergence.png   the generator(s)
+  <generator.synthetic_dir>/synthetic.safetensors                             N spectrograms per emotion, in dB
+  <generator.synthetic_dir>/grid_<emotion>.png, <emotion>_<k>.wav              to look at and listen to
+  <generator.synthetic_dir>/quality.json, real_vs_generated.png                mode=quality
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+from omegaconf import DictConfig, OmegaConf
+
+from ser.config import check_generate_config
+from ser.data.build import prepare
+from ser.diffusion.assess import assess_synthetic_set
+from ser.diffusion.sampling import enhance_clips, sample_set
+from ser.diffusion.training import train_fold_generators
+from ser.hardware import inference_device
+from ser.instantiators import instantiate_loggers
+from ser.tracking import finish, log_report
+
+log = logging.getLogger(__name__)
+
+
+def run_generate(cfg: DictConfig) -> dict:
+    """Do `cfg.mode` for one fold; returns what was done (the generator's metadata, timings, the quality report)."""
+    check_generate_config(cfg)
+    pl.seed_everything(cfg.seed)
+    data, split = prepare(cfg, functionals=False)
+    frames = cfg.sample.frames or int(np.median([data.features[i].shape[-1] for i in split.train]))
+    device = inference_device(cfg.hardware)
+    # Training speakers only: never the fold's test speakers (and not its validation speakers).
+    meta = {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
+            "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
+            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.seed,
+            "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train)}
+    started = time.time()
+    if cfg.mode in ("train", "train_sample"):
+        train_fold_generators(cfg, data, split, meta)
+    meta["train_time_s"] = round(time.time() - started, 1)
+    if cfg.mode in ("sample", "train_sample"):
+        sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)
+    if cfg.mode == "enhance":
+        enhance_clips(cfg, data, split, device)
+    if cfg.mode == "quality":
+        report = meta["quality"] = assess_synthetic_set(cfg, data, split)
+        loggers = instantiate_loggers(cfg.logger, wandb={"job_type": "quality"})
+        for logger in loggers:
+            logger.log_hyperparams({"synthetic_set": report["synthetic_set"], "classifier": report["classifier"]})
+        log_report(loggers, "quality", {k: report[k] for k in ("embedding", "image", "real_classifier_on_synthetic",
+                                                              "real_classifier_on_heldout")},
+                   images={"real_vs_generated": Path(cfg.generator.synthetic_dir) / "real_vs_generated.png"})
+        finish(loggers)
+    return meta

@@ -1,0 +1,164 @@
+"""The train.py job: one resolved config -> a trained model and `results.json` in the run dir.
+
+In order: check the config, data and split, model, Lightning fit (resuming a killed run), test on
+held-out speakers, results, trackers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+
+from ser.config import check_train_config
+from ser.data.build import prepare
+from ser.data.datamodule import SERDataModule
+from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
+from ser.evaluation.aggregate import arm_label
+from ser.evaluation.metrics import bootstrap_ci, classification_metrics
+from ser.evaluation.plots import plot_confusion
+from ser.hardware import build_trainer, inference_device
+from ser.instantiators import instantiate_callbacks, instantiate_loggers
+from ser.io import write_json
+from ser.models.classical import fit_predict_classical
+from ser.models.classifier import EmotionClassifier
+from ser.models.export import export_classifier, predict_proba
+from ser.tracking import finish, log_test_results
+
+log = logging.getLogger(__name__)
+
+
+def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
+    """Train and test one configuration in `cfg.paths.output_dir`; returns the results (None on
+    non-zero DDP ranks). `arm`: the run's identity within a sweep (ser.experiment.arm_of)."""
+    check_train_config(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    started = time.time()
+    neural = cfg.model.kind == "neural"
+    # The classical baseline computes its own functionals; networks read them only if configured.
+    data, split = prepare(cfg, functionals=neural and bool(cfg.features.functionals))
+    log.info("%s fold %d/%d: test speakers %s, %d train / %d val / %d test clips, %d skipped",
+             split.protocol, split.fold, split.n_folds, split.test_speakers, len(split.train), len(split.val),
+             len(split.test), len(data.skipped))
+    if neural:
+        y_prob, extra, loggers = _fit_predict_neural(cfg, data, split, run_dir, arm)
+        if y_prob is None:
+            return None
+    else:
+        (y_prob, extra), loggers = fit_predict_classical(cfg, data, split), []
+    results = _results(cfg, data, split, y_prob, extra, arm, time.time() - started)
+    confusion_png = plot_confusion(results["metrics"]["confusion"], data.emotions, run_dir / "confusion_matrix.png",
+                                   title=f"{cfg.dataset.name} {split.protocol} fold {split.fold}: UA {results['metrics']['ua']:.3f}")
+    write_json(run_dir / "results.json", results)
+    log_test_results(loggers, results, confusion_png)
+    finish(loggers)
+    log.info("UA %.3f (95%% CI %.3f-%.3f), WA %.3f, macro-F1 %.3f -> %s", results["metrics"]["ua"],
+             *results["metrics"]["ua_ci95"], results["metrics"]["wa"], results["metrics"]["macro_f1"], run_dir / "results.json")
+    return results
+
+
+def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
+    pl.seed_everything(cfg.seed, workers=True)
+    m, aug = cfg.model, cfg.aug
+    backbone = OmegaConf.to_container(m.backbone, resolve=True)
+    if data.functionals is not None:
+        backbone["side_dim"] = int(data.functionals[0].numel())  # saved in model.json, so the export rebuilds
+    dm = SERDataModule(
+        data, split, normalization=m.input.normalization, size=m.input.size, frames=m.input.frames,
+        resize_method=m.input.resize_method, pad=m.input.pad,
+        specaug=OmegaConf.to_container(aug.specaug) if aug.specaug else None,
+        batch_size=m.batch_size, num_workers=cfg.hardware.num_workers,
+    )
+    synthetic_info = None
+    if wants_synthetic(aug):
+        dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, cfg.seed)
+        dm.extra_only = synthetic_info["only"]
+    class_weights = None
+    if m.class_weights == "balanced":
+        # Inverse-frequency weights so every emotion counts equally in the loss, as it does in UA.
+        counts = dm.class_counts()
+        class_weights = (counts.sum() / (len(counts) * np.maximum(counts, 1))).tolist()
+    model = EmotionClassifier(backbone=backbone, num_classes=dm.num_classes, emotions=data.emotions,
+                              optimizer=OmegaConf.to_container(m.optimizer, resolve=True),
+                              scheduler=OmegaConf.to_container(m.scheduler, resolve=True),
+                              class_weights=class_weights, label_smoothing=m.label_smoothing,
+                              mixup_alpha=aug.mixup_alpha)
+    run_name = f"{cfg.dataset.name}-{cfg.model.name}-{cfg.aug.name}-f{split.fold}-s{cfg.seed}"
+    loggers = instantiate_loggers(cfg.logger, wandb={"name": run_name, "group": arm_label(arm or {})})
+    for logger in loggers:  # the whole resolved config, so a dashboard can filter runs by any setting
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    has_val = len(split.val) > 0
+    callbacks = list(instantiate_callbacks(cfg.callbacks).values())
+    if not has_val:
+        # No validation speakers: a callback that watches a validation metric would wait for a value
+        # that never comes (model.select=best is refused for such splits in ser.config).
+        callbacks = [c for c in callbacks if not str(getattr(c, "monitor", None) or "").startswith("val/")]
+    trainer = build_trainer(cfg.trainer, cfg.hardware, logger=loggers or False, callbacks=callbacks,
+                            default_root_dir=str(run_dir), limit_val_batches=1.0 if has_val else 0)
+    resume = _last_checkpoint(trainer) if cfg.resume else None
+    if resume is not None:
+        log.info("resuming from %s", resume)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume), weights_only=True)
+    else:
+        trainer.fit(model, datamodule=dm)
+    if trainer.global_rank != 0:
+        return None, None, None
+    best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
+    use = best.best_model_path if m.select == "best" else str(_last_checkpoint(trainer))
+    model.load_state_dict(torch.load(use, map_location="cpu", weights_only=True)["state_dict"])
+    spec = {"backbone": backbone, "emotions": data.emotions, "front_end": OmegaConf.to_container(cfg.features),
+            "input": OmegaConf.to_container(m.input, resolve=True), "trained_on": split.train_speakers}
+    export_classifier(run_dir / "model", model.net, dm.normalizer, spec, functionals_normalizer=dm.functionals_normalizer)
+    test_set = dm.dataset("test")  # the evaluation pipeline, and the functionals where the model reads them
+    test_inputs = [test_set[j][0] for j in range(len(test_set))]
+    y_prob = predict_proba(model.net, test_inputs, batch_size=m.batch_size, device=inference_device(cfg.hardware)).numpy()
+    extra = {
+        "selected_checkpoint": Path(use).name,
+        "best_val_ua": None if best is None or best.best_model_score is None else float(best.best_model_score),
+        "epochs_trained": trainer.current_epoch, "class_weights": class_weights,
+        "weights": backbone["weights"] or ("timm hub (ImageNet)" if backbone["pretrained"] else "none: trained from scratch"),
+        "normalization": m.input.normalization,
+        "transductive": m.input.normalization == "speaker",
+        "synthetic": synthetic_info,
+    }
+    return y_prob, extra, loggers
+
+
+def _last_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """The run dir's Lightning "last" checkpoint (a ModelCheckpoint named `last`), if it exists."""
+    for c in trainer.checkpoint_callbacks:
+        if isinstance(c, ModelCheckpoint) and c.filename == ModelCheckpoint.CHECKPOINT_NAME_LAST:
+            path = Path(c.dirpath) / f"{c.filename}{ModelCheckpoint.FILE_EXTENSION}"
+            return path if path.is_file() else None
+    return None
+
+
+def _results(cfg, data, split, y_prob, extra, arm, wall_time) -> dict:
+    y_true = data.labels[split.test]
+    y_pred = y_prob.argmax(axis=1)
+    metrics = classification_metrics(y_true, y_pred, len(data.emotions))
+    metrics["ua_ci95"] = list(bootstrap_ci(y_true, y_pred, n_boot=cfg.evaluation.n_bootstrap, seed=cfg.seed))
+    return {
+        "metrics": metrics,
+        "emotions": data.emotions,
+        **split.describe(),
+        "seed": cfg.seed,
+        "arm": arm or {},
+        "skipped": data.skipped,
+        "test_clips": [data.clips[i].path for i in split.test],
+        "test_predictions": y_pred.tolist(),
+        "test_labels": y_true.tolist(),
+        "wall_time_s": round(wall_time, 2),
+        "environment": {"torch": torch.__version__, "python": platform.python_version(), "host_cpus": os.cpu_count(),
+                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        **extra,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
