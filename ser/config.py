@@ -16,11 +16,14 @@ from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
 from ser.diffusion.generator import SAMPLERS
 from ser.errors import ConfigError, invalid_choice
+from ser.features.encoder import WINDOWS
 from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 MODEL_KINDS = ("neural", "classical")
+CLASSICAL_INPUTS = ("functionals", "encoder_layers")  # ser.models.classical
+ENCODER_ARCHS = ("encoder_probe",)  # networks that read an encoder's hidden layers
 SELECT = ("best", "last")  # the checkpoint a neural run is scored with
 CLASS_WEIGHTS = ("balanced", "none")
 SCHEDULER_INTERVALS = ("step", "epoch")
@@ -38,6 +41,9 @@ def check_train_config(cfg: DictConfig) -> None:
             _choice(cfg, key, choices)
         _check_optimizer(cfg)
         _check_combination(cfg)
+    else:
+        _choice(cfg, "model.inputs", CLASSICAL_INPUTS)
+    _check_encoder(cfg)
     _check_synthetic(cfg)
 
 
@@ -115,6 +121,22 @@ def _check_combination(cfg: DictConfig) -> None:
     if m.select == "best" and cfg.split.protocol != "random" and cfg.split.n_val_speakers == 0:
         raise ConfigError("model.select=best picks the checkpoint on validation speakers, and split.n_val_speakers=0 "
                           "leaves none; set split.n_val_speakers>0 or model.select=last")
+
+
+def _check_encoder(cfg: DictConfig) -> None:
+    m, on_encoder = cfg.model, cfg.features.kind == "encoder"
+    if on_encoder:
+        _choice(cfg, "features.encoder.window", WINDOWS)
+    reads_layers = (m.kind == "classical" and m.inputs == "encoder_layers") or \
+        (m.kind == "neural" and m.backbone.arch in ENCODER_ARCHS)
+    if reads_layers and not on_encoder:
+        raise ConfigError(f"model={m.name} reads a speech encoder's hidden layers: set features=encoder "
+                          "(and features.encoder.name=<hub id or local dir>)")
+    if on_encoder and m.kind == "neural" and m.backbone.arch not in ENCODER_ARCHS:
+        raise ConfigError(f"features=encoder gives (layers, dim, frames) per clip, which model={m.name} does not "
+                          f"read; use model=encoder_probe or model=encoder_linear")
+    if reads_layers and m.kind == "classical" and not (m.layers == "all" or isinstance(m.layers, int)):
+        raise ConfigError(f"model.layers={m.layers!r}: use all or a layer index (0 = the input embeddings)")
 
 
 def _check_synthetic(cfg: DictConfig) -> None:

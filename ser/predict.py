@@ -2,6 +2,7 @@
 
     ser-predict --checkpoint outputs/runs/2026-11-24_17-00-00 a.wav b.flac
     ser-predict --checkpoint RUN_DIR --window 3 --hop 1.5 long_interview.wav
+    ser-predict --checkpoint RUN_DIR --encoder /models/whisper-tiny.en clip.wav   # encoder runs, offline
 
 One JSON line per file: path, label, probabilities (per emotion); with --window, also the
 per-window scores (the file's scores are their mean). From Python:
@@ -20,19 +21,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.data.build import front_end_from, functionals_front_end
-from ser.errors import BadAudio, SerError
+from ser.data.build import front_end_from, functionals_front_end, with_channels
+from ser.errors import BadAudio, ConfigError, PretrainedWeightsUnavailable, SerError
 from ser.features.audio import load_audio
 from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, model_dir_of, predict_proba
 
 
 class Predictor:
-    def __init__(self, run_dir: str | Path, device: str = "cpu"):
+    def __init__(self, run_dir: str | Path, device: str = "cpu", encoder: str | None = None):
+        """`encoder`: where the run's speech encoder is (a hub id or local dir) when it is not where
+        the run found it; its weights must be the ones the model was trained on."""
         model_dir = model_dir_of(run_dir)
         self.net, self.normalizer, self.spec = load_classifier(model_dir)
         self.emotions = self.spec["emotions"]
         fe = self.spec["front_end"]
-        self.front_end = front_end_from(fe)  # the features the model was trained on: log-mel or openSMILE LLDs
+        # The features the model was trained on: log-mel, openSMILE LLDs, or a speech encoder's layers.
+        self.front_end = _encoder_front_end(fe, encoder) if fe["kind"] == "encoder" else front_end_from(fe)
         self.functionals = functionals_front_end(fe)  # and per-clip functionals, for models that read them too
         self.functionals_normalizer = load_functionals_normalizer(model_dir, self.spec)
         self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
@@ -40,7 +44,7 @@ class Predictor:
         self.device = device
 
     def _features(self, y: np.ndarray):
-        frames = torch.from_numpy(self.front_end.from_signal(y)).unsqueeze(0)
+        frames = with_channels(torch.from_numpy(self.front_end.from_signal(y)))
         if self.functionals is None:
             return frames, None
         return frames, torch.from_numpy(np.nan_to_num(self.functionals.from_signal(y), nan=0.0, posinf=0.0, neginf=0.0))
@@ -94,6 +98,22 @@ class Predictor:
         return [results[str(p)] for p in paths]
 
 
+def _encoder_front_end(fe: dict, override: str | None):
+    name = override or fe["encoder"]["name"]
+    front_end = front_end_from({**fe, "encoder": {**fe["encoder"], "name": name}})
+    try:
+        digest = front_end.digest
+    except PretrainedWeightsUnavailable as err:
+        raise PretrainedWeightsUnavailable(
+            f"this model reads the layers of the speech encoder {fe['encoder']['name']!r}, which cannot be loaded "
+            f"here: {err}. Point to a copy with ser-predict --encoder <dir or hub id> (Predictor(..., encoder=...))."
+        ) from None
+    if digest != fe["encoder"]["weights_digest"]:
+        raise ConfigError(f"the encoder at {name!r} has weights {digest}, but this model was trained on features of "
+                          f"weights {fe['encoder']['weights_digest']} ({fe['encoder']['name']!r}); pass that encoder")
+    return front_end
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ser-predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True, help="a run directory of train.py (or its model/ folder)")
@@ -102,11 +122,13 @@ def main(argv=None) -> int:
     ap.add_argument("--hop", type=float, default=None, help="seconds between window starts (default: --window)")
     ap.add_argument("--per-file-norm", action="store_true",
                     help="with speaker-normalised models: treat each file as a different speaker")
+    ap.add_argument("--encoder", default=None,
+                    help="for runs on a speech encoder: where it is (hub id or local dir), if not where training found it")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args(argv)
     failed = 0
     try:
-        predictor = Predictor(args.checkpoint, device=args.device)
+        predictor = Predictor(args.checkpoint, device=args.device, encoder=args.encoder)
         rows = predictor.predict(args.files, window=args.window, hop=args.hop, per_file_norm=args.per_file_norm)
     except SerError as err:  # no model there, or too few clips of a speaker for a speaker-normalised model
         print(f"ser-predict: {err}", file=sys.stderr)

@@ -17,6 +17,7 @@ from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
 from ser.errors import ConfigError, DataError, invalid_choice
 from ser.features.cache import FeatureCache
+from ser.features.encoder import SpeechEncoder
 from ser.features.mel import LogMel, MelParams
 from ser.features.smile import SmileFunctionals, SmileLLD
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 DATASET_KINDS = ("emodb", "ravdess", "folder", "manifest", "synthetic", "combined")
 # Front ends by name. A whitelist, not a `_target_`: model.json files (which anyone may share)
 # name their front end, and loading one must never run code the file names.
-FRONT_ENDS = ("mel", "smile_lld")
+FRONT_ENDS = ("mel", "smile_lld", "encoder")
 
 
 def load_corpus(spec, cache_dir: str | Path) -> Corpus:
@@ -60,12 +61,16 @@ def _load(kind: str, spec, cache_dir) -> Corpus:
 
 def front_end_from(cfg_features):
     """The front end a `features` config (or a model.json's copy of it) describes: log-mel
-    (`kind: mel`) or openSMILE's frame-level descriptors (`kind: smile_lld`); both give (rows, frames)."""
+    (`kind: mel`) or openSMILE's frame-level descriptors (`kind: smile_lld`), both (rows, frames),
+    or a pretrained speech encoder's hidden layers (`kind: encoder`), (layers, dim, frames)."""
     kind = cfg_features["kind"]
     durations = {"min_duration": cfg_features["min_duration"], "max_duration": cfg_features["max_duration"]}
     if kind == "smile_lld":
         return SmileLLD(feature_set=cfg_features["feature_set"], deltas=bool(cfg_features["deltas"]),
                         sr=cfg_features["sr"], **durations)
+    if kind == "encoder":
+        e = cfg_features["encoder"]
+        return SpeechEncoder(name=str(e["name"]), window=e["window"], **durations)
     if kind == "mel":
         mel = MelParams(**{k: cfg_features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
         return LogMel(mel=mel, **durations)
@@ -96,11 +101,16 @@ def labelled_clips(corpus: Corpus, front_end, cache_dir: str | Path, workers: in
     for s in skipped:
         log.warning("skipped %s: %s", s["path"], s["reason"])
     emotions = ordered(c.emotion for c in clips)
-    frames = [torch.from_numpy(features[c.path]).unsqueeze(0) for c in clips]
+    # (rows, frames) gets a channel axis -> (1, rows, frames); an encoder's (layers, dim, frames) has one.
+    frames = [with_channels(torch.from_numpy(features[c.path])) for c in clips]
     side = None
     if functionals is not None:
         side = [torch.from_numpy(np.nan_to_num(vectors[c.path], nan=0.0, posinf=0.0, neginf=0.0)).float() for c in clips]
     return LabelledClips(clips=clips, features=frames, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)
+
+
+def with_channels(x: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(0) if x.dim() == 2 else x
 
 
 def prepare(cfg: DictConfig, functionals: bool) -> tuple[LabelledClips, Split]:

@@ -94,6 +94,23 @@ def plot_learning_curves(curves: dict[str, dict[str, list]], path: str | Path) -
     return _save(fig, path, dpi=110)
 
 
+def plot_layer_weights(weights: list[list[float]], path: str | Path, title: str = "") -> Path:
+    """The weight an encoder probe gives each hidden layer (0 = the input embeddings), per member."""
+    w = np.asarray(weights)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * w.shape[1], 3.0))
+    width = 0.8 / len(w)
+    for i, member in enumerate(w):
+        ax.bar(np.arange(len(member)) + i * width - 0.4 + width / 2, member, width=width, label=f"member {i}")
+    ax.axhline(1 / w.shape[1], color="0.5", ls="--", lw=1, label="uniform")
+    ax.set_xticks(range(w.shape[1]))
+    ax.set_xlabel("encoder layer (0 = input embeddings)")
+    ax.set_ylabel("softmax weight")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path, dpi=110)
+
+
 def plot_sample_grids(spectrograms, labels, emotions: list[str], out_dir: str | Path, per_emotion: int = 8) -> list[Path]:
     """`grid_<emotion>.png`: up to `per_emotion` generated spectrograms (dB) of each emotion."""
     labels, paths = np.asarray(labels), []

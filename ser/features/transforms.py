@@ -33,8 +33,10 @@ class FeatureNormalizer:
         self.stats: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _stats(self, clips: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        frames = torch.cat([x.reshape(x.shape[-2], -1) for x in clips], dim=1)
-        return frames.mean(dim=1, keepdim=True), frames.std(dim=1, keepdim=True).clamp_min(self.min_std)
+        # One mean and std per row of each channel ((1, C, 1) for frames (1, C, T); (L, D, 1) for an
+        # encoder's layers (L, D, T)), over every frame of every clip; float16 caches count in float32.
+        frames = torch.cat([x.float() for x in clips], dim=-1)
+        return frames.mean(dim=-1, keepdim=True), frames.std(dim=-1, keepdim=True).clamp_min(self.min_std)
 
     def fit(self, clips: list[torch.Tensor], speakers: list[str]) -> "FeatureNormalizer":
         if self.mode == "global":

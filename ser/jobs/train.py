@@ -19,16 +19,17 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser.config import check_train_config
-from ser.data.build import prepare
+from ser.data.build import front_end_from, prepare
 from ser.data.datamodule import SERDataModule
 from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
-from ser.evaluation.plots import plot_confusion
+from ser.evaluation.plots import plot_confusion, plot_layer_weights
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
 from ser.io import write_json
 from ser.models.classical import fit_predict_classical
+from ser.models.backbones import learned_layer_weights
 from ser.models.classifier import EmotionClassifier
 from ser.models.export import export_classifier, predict_proba
 from ser.tracking import finish, log_test_results
@@ -69,6 +70,12 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     pl.seed_everything(cfg.seed, workers=True)
     m, aug = cfg.model, cfg.aug
     backbone = OmegaConf.to_container(m.backbone, resolve=True)
+    # Sizes a config leaves to the data (an encoder's layers and width), like side_dim below;
+    # saved in model.json, so the export rebuilds the network alone.
+    channels, rows = data.features[0].shape[:2]
+    for key, size in (("in_chans", channels), ("feat_dim", rows)):
+        if key in backbone and backbone[key] is None:
+            backbone[key] = int(size)
     if data.functionals is not None:
         backbone["side_dim"] = int(data.functionals[0].numel())  # saved in model.json, so the export rebuilds
     dm = SERDataModule(
@@ -114,13 +121,20 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     use = best.best_model_path if m.select == "best" else str(_last_checkpoint(trainer))
     model.load_state_dict(torch.load(use, map_location="cpu", weights_only=True)["state_dict"])
-    spec = {"backbone": backbone, "emotions": data.emotions, "front_end": OmegaConf.to_container(cfg.features),
+    front_end = OmegaConf.to_container(cfg.features, resolve=True)
+    if cfg.features.kind == "encoder":  # which weights made the features: Predictor refuses others
+        front_end["encoder"]["weights_digest"] = front_end_from(cfg.features).digest
+    spec = {"backbone": backbone, "emotions": data.emotions, "front_end": front_end,
             "input": OmegaConf.to_container(m.input, resolve=True), "trained_on": split.train_speakers}
     export_classifier(run_dir / "model", model.net, dm.normalizer, spec, functionals_normalizer=dm.functionals_normalizer)
     test_set = dm.dataset("test")  # the evaluation pipeline, and the functionals where the model reads them
     test_inputs = [test_set[j][0] for j in range(len(test_set))]
     y_prob = predict_proba(model.net, test_inputs, batch_size=m.batch_size, device=inference_device(cfg.hardware)).numpy()
+    layer_weights = learned_layer_weights(model.net)
+    if layer_weights is not None:
+        plot_layer_weights(layer_weights, run_dir / "layer_weights.png", title=f"{cfg.dataset.name} fold {split.fold}")
     extra = {
+        "layer_weights": layer_weights,
         "selected_checkpoint": Path(use).name,
         "best_val_ua": None if best is None or best.best_model_score is None else float(best.best_model_score),
         "epochs_trained": trainer.current_epoch, "class_weights": class_weights,

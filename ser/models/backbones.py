@@ -130,6 +130,40 @@ class HybridTDNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
+class EncoderProbe(nn.Module):
+    """A probe on a frozen speech encoder's hidden layers (SUPERB-style): a learned softmax weighting
+    of the layers, (optionally) a 1x1 projection, attentive statistics pooling over time, and a
+    linear head on the batch-normalised statistics.
+
+    Input: (B, in_chans = the encoder's layers, feat_dim = its width, T) from features=encoder.
+    Which layers carry emotion is learned on the training speakers (`layer_weights()`, saved in
+    results.json), never picked on test folds. `channels=None` pools the encoder's own dimensions
+    (a linear probe with learned layer weights and attention); a number projects to that many first.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, feat_dim: int, channels: int | None = None,
+                 input_dropout: float = 0.1, drop_rate: float = 0.3):
+        super().__init__()
+        self.layer_logits = nn.Parameter(torch.zeros(in_chans))
+        width = channels or feat_dim
+        self.project = nn.Dropout(input_dropout) if channels is None else nn.Sequential(
+            nn.Dropout(input_dropout), nn.Conv1d(feat_dim, channels, 1), nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
+        self.pool = AttentiveStatsPool(width)
+        self.num_features = 2 * width
+        self.head = nn.Sequential(nn.BatchNorm1d(self.num_features), nn.Dropout(drop_rate),
+                                  nn.Linear(self.num_features, num_classes))
+
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, dim=0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = (x * self.layer_weights().view(1, -1, 1, 1)).sum(dim=1)  # (B, dim, T)
+        return self.pool(self.project(mixed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
 class DeepEnsemble(nn.Module):
     """N copies of a network with different initialisations, trained side by side on the same
     batches (each with its own loss) and averaged at prediction time.
@@ -149,9 +183,19 @@ class DeepEnsemble(nn.Module):
         return torch.log(probs.clamp_min(1e-12))
 
 
+def learned_layer_weights(net: nn.Module) -> list[list[float]] | None:
+    """The softmax layer weights an encoder probe learned, one list per ensemble member (None for
+    networks without them)."""
+    members = net.members if isinstance(net, DeepEnsemble) else [net]
+    if not all(hasattr(m, "layer_weights") for m in members):
+        return None
+    with torch.no_grad():
+        return [[round(float(w), 4) for w in m.layer_weights()] for m in members]
+
+
 # Our own architectures by name; any other `arch` is a timm model name. A whitelist, not a
 # `_target_`: exported model.json files name their arch, and loading one must not run code it names.
-OURS = {"spectro_cnn": SpectroCNN, "mel_tdnn": TDNN, "hybrid_tdnn": HybridTDNN}
+OURS = {"spectro_cnn": SpectroCNN, "mel_tdnn": TDNN, "hybrid_tdnn": HybridTDNN, "encoder_probe": EncoderProbe}
 
 
 def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,

@@ -1,4 +1,6 @@
-"""The classical SER baseline: openSMILE functionals (eGeMAPS or ComParE) + an SVM, same splits.
+"""Classical classifiers on one vector per clip, same splits as the networks: openSMILE functionals
+(eGeMAPS or ComParE) + SVM, the field's baseline, or a linear probe on a speech encoder's pooled
+layers. The classifier is a scikit-learn `_target_` config.
 
 Per-speaker standardisation z-scores each feature within each speaker. It uses no labels, so a
 deployed system can do it for a new speaker from a few unlabelled clips; it is transductive for
@@ -10,9 +12,9 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from omegaconf import OmegaConf
+import torch
+from hydra.utils import instantiate
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import SVC
 
 from ser.errors import DataError
 from ser.features.cache import FeatureCache
@@ -30,33 +32,52 @@ def standardize_per_speaker(x: np.ndarray, speakers: list[str]) -> np.ndarray:
     return out
 
 
-def fit_predict_classical(cfg, data, split):
-    """Train on the split's training clips (validation clips join them: no model selection here)."""
+def pooled_layers(features: list, layers) -> np.ndarray:
+    """Each clip's encoder layers (layers, dim, frames) -> mean and std over its frames, of every
+    layer (`layers="all"`, concatenated) or of one (an index; 0 = the input embeddings)."""
+    rows = []
+    for x in features:
+        x = x.float()
+        picked = x if layers == "all" else x[int(layers)][None]
+        rows.append(torch.cat([picked.mean(dim=-1), picked.std(dim=-1)], dim=-1).flatten().numpy())
+    return np.stack(rows).astype(np.float64)
+
+
+def _functionals(cfg, data) -> np.ndarray:
     m = cfg.model
     try:
-        import opensmile  # noqa: F401
+        import opensmile  # noqa: F401  (an optional extra)
     except ImportError:
-        raise ImportError("model=egemaps_svm needs openSMILE: pip install 'ser[classical]'") from None
+        raise ImportError(f"model={m.name} needs openSMILE: pip install 'ser[classical]'") from None
     front = SmileFunctionals(m.feature_set, cfg.features.sr, cfg.features.min_duration, cfg.features.max_duration)
     cache = FeatureCache(f"{cfg.paths.cache_dir}/features", front)
     paths = [c.path for c in data.clips]
     feats, skipped = cache.get_many(paths, workers=cfg.features.workers)
     missing = [p for p in paths if p not in feats]
     if missing:
-        raise DataError(f"openSMILE failed on {len(missing)} clip(s) that the mel front end accepted: {skipped[:3]}")
-    x = np.stack([feats[p] for p in paths]).astype(np.float64)
-    x = np.nan_to_num(x)
+        raise DataError(f"openSMILE failed on {len(missing)} clip(s) that the front end accepted: {skipped[:3]}")
+    return np.nan_to_num(np.stack([feats[p] for p in paths]).astype(np.float64))
+
+
+def fit_predict_classical(cfg, data, split):
+    """Train on the split's training clips (validation clips join them: no model selection here).
+    The clip vectors are openSMILE functionals (`model.inputs: functionals`) or the pooled layers of
+    the run's speech encoder (`model.inputs: encoder_layers`, with features=encoder)."""
+    m = cfg.model
+    x = _functionals(cfg, data) if m.inputs == "functionals" else pooled_layers(data.features, m.layers)
     if m.speaker_norm:
         x = standardize_per_speaker(x, data.speakers)
     train = np.concatenate([split.train, split.val])
     scaler = StandardScaler().fit(x[train])
-    svm = SVC(**OmegaConf.to_container(m.svm), decision_function_shape="ovr", random_state=cfg.seed)
-    svm.fit(scaler.transform(x[train]), data.labels[train])
-    scores = svm.decision_function(scaler.transform(x[split.test]))
-    # Map SVM scores to per-class pseudo-probabilities (argmax unchanged) for a uniform results format.
+    classifier = instantiate(m.classifier)
+    classifier.fit(scaler.transform(x[train]), data.labels[train])
+    scores = classifier.decision_function(scaler.transform(x[split.test]))
+    # Map decision scores to per-class pseudo-probabilities (argmax unchanged) for a uniform results format.
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = np.zeros((len(split.test), len(data.emotions)))
-    probs[:, svm.classes_] = scores / scores.sum(axis=1, keepdims=True)
+    probs[:, classifier.classes_] = scores / scores.sum(axis=1, keepdims=True)
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
-             "transductive": bool(m.speaker_norm), "feature_set": m.feature_set, "n_features": int(x.shape[1])}
+             "transductive": bool(m.speaker_norm), "inputs": m.inputs, "n_features": int(x.shape[1]),
+             "feature_set": m.feature_set if m.inputs == "functionals" else None,
+             "layers": None if m.inputs == "functionals" else m.layers}
     return probs, extra

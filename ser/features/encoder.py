@@ -1,0 +1,141 @@
+"""A frozen pretrained speech encoder as a front end: every hidden layer's frames of a clip.
+
+Any transformers audio encoder loads by one name, a hub id or a local directory, as
+`from_pretrained` takes it: Whisper (its encoder half), wav2vec 2.0, HuBERT, WavLM, data2vec-audio.
+A clip becomes (layers, dim, frames) in float16: the input embeddings plus each transformer
+layer's output. The cache key includes a digest of the weights, so two names for the same
+weights share entries and new weights never reuse old ones.
+
+Whisper is trained on 30-s windows and transformers insists on them; by default (`window:
+native`) it runs at the clip's own length with its positional table cut to that length, 10x faster
+on a 2-s clip; `window: padded` pads to 30 s as Whisper was trained and keeps the clip's frames.
+What the choice does to accuracy is measured in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+from ser.errors import BadAudio, PretrainedWeightsUnavailable
+from ser.features.audio import load_audio
+
+_LOADED: dict[str, tuple] = {}  # name -> (feature extractor, encoder, digest): load once per process
+
+
+def load_encoder(name: str):
+    """(feature extractor, frozen encoder in eval mode, weights digest) for a hub id or a local dir."""
+    if name not in _LOADED:
+        try:
+            config = AutoConfig.from_pretrained(name)
+            extractor = AutoFeatureExtractor.from_pretrained(name)
+            model = AutoModel.from_pretrained(name, dtype=torch.float32)
+        except (OSError, ValueError) as err:
+            raise PretrainedWeightsUnavailable(
+                f"cannot load the speech encoder {name!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+                "Set features.encoder.name to a local directory in transformers' format (for example "
+                "../shared/models/whisper-tiny.en) or to a hub id that is in your Hugging Face cache "
+                "(HF_HUB_OFFLINE=1 reads only the cache)."
+            ) from None
+        encoder = model.get_encoder() if config.is_encoder_decoder else model
+        encoder.eval().requires_grad_(False)
+        _LOADED[name] = (extractor, encoder, weights_digest(encoder))
+    return _LOADED[name]
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over the parameter names and bytes: the same weights give the same digest, whatever
+    file or hub id they came from."""
+    h = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(tensor.detach().to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@contextmanager
+def _whisper_at_length(encoder, frames: int):
+    """Let a Whisper encoder take `frames` mel frames instead of 3000: cut its positional table to
+    the first frames/2 positions for the duration of the call."""
+    full, limit = encoder.embed_positions, encoder.config.max_source_positions
+    n = frames // encoder.conv1.stride[0] // encoder.conv2.stride[0]
+    cut = nn.Embedding(n, full.embedding_dim)
+    cut.weight = nn.Parameter(full.weight[:n], requires_grad=False)
+    encoder.embed_positions, encoder.config.max_source_positions = cut, n
+    try:
+        yield
+    finally:
+        encoder.embed_positions, encoder.config.max_source_positions = full, limit
+
+
+WINDOWS = ("native", "padded")  # how Whisper sees a clip
+
+
+@torch.no_grad()
+def encode(name: str, y: np.ndarray, window: str = "native") -> np.ndarray:
+    """Mono waveform at the encoder's rate -> (layers, dim, frames) float16: every hidden state."""
+    extractor, encoder, _ = load_encoder(name)
+    sr = extractor.sampling_rate
+    if encoder.config.model_type == "whisper":
+        x = extractor(y, sampling_rate=sr, return_tensors="pt", padding="longest", truncation=False)["input_features"]
+        x = x[..., : x.shape[-1] - x.shape[-1] % 2]  # whole encoder frames (two mel frames each)
+        frames = x.shape[-1] // 2
+        if window == "padded":  # Whisper's own 30-s window; the clip's frames are kept
+            hidden = encoder(extractor(y, sampling_rate=sr, return_tensors="pt")["input_features"],
+                             output_hidden_states=True).hidden_states
+            hidden = [h[:, :frames] for h in hidden]
+        else:
+            with _whisper_at_length(encoder, x.shape[-1]):
+                hidden = encoder(x, output_hidden_states=True).hidden_states
+    else:
+        x = extractor(y, sampling_rate=sr, return_tensors="pt")["input_values"]
+        hidden = encoder(x, output_hidden_states=True).hidden_states
+    return torch.stack([h[0] for h in hidden]).transpose(1, 2).to(torch.float16).numpy()
+
+
+@dataclass(frozen=True)
+class SpeechEncoder:
+    """Front end: a frozen encoder's hidden layers per clip, cached like log-mels (layers, dim, frames)."""
+
+    name: str
+    window: str = "native"
+    min_duration: float = 0.25
+    max_duration: float = 30.0
+    version: int = 1
+    kind: str = "encoder"
+
+    @property
+    def sr(self) -> int:
+        return load_encoder(self.name)[0].sampling_rate
+
+    @property
+    def digest(self) -> str:
+        return load_encoder(self.name)[2]
+
+    def describe(self) -> dict:
+        _, encoder, digest = load_encoder(self.name)
+        return {"name": self.name, "weights_digest": digest, "model_type": encoder.config.model_type,
+                "window": self.window, "sr": self.sr, "min_duration": self.min_duration,
+                "max_duration": self.max_duration, "version": self.version}
+
+    def fingerprint(self) -> str:
+        # Not the name: the same weights under another path or hub id share the cache.
+        keyed = {k: v for k, v in self.describe().items() if k != "name"}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+    def from_signal(self, y: np.ndarray) -> np.ndarray:
+        return encode(self.name, y, self.window)
+
+    def compute(self, path: str) -> np.ndarray:
+        y = load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration)
+        try:
+            return self.from_signal(y)
+        except RuntimeError as err:  # e.g. a clip shorter than the encoder's receptive field
+            raise BadAudio(path, f"the encoder cannot take this clip ({err})") from None

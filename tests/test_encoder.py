@@ -1,0 +1,168 @@
+"""Pretrained speech encoders as a front end: tiny random Whisper and wav2vec 2.0 encoders built from
+transformers configs (the code path hub models take), one fast check of the shared Whisper tiny.en,
+the encoder probe and the linear probe through train -> export -> predict."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import ROOT, TINY, tone, train, write_wav
+from ser.errors import ConfigError, PretrainedWeightsUnavailable
+from ser.features.cache import FeatureCache
+from ser.features.encoder import SpeechEncoder
+from ser.models.backbones import build_backbone, learned_layer_weights
+from ser.models.classifier import EmotionClassifier
+
+TINY_PROBE = [o for o in TINY if "backbone.layers" not in o]  # TINY shrinks the TDNN; the probe has no layers key
+SHARED_TINY_EN = ROOT.parent / "shared" / "models" / "whisper-tiny.en"
+
+
+def _tiny_whisper(path: Path, seed: int = 0) -> Path:
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperModel
+
+    torch.manual_seed(seed)
+    config = WhisperConfig(d_model=16, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                           decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80,
+                           max_source_positions=1500, vocab_size=100, max_target_positions=16, pad_token_id=1,
+                           bos_token_id=2, eos_token_id=3, decoder_start_token_id=2)
+    WhisperModel(config).save_pretrained(path)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(path)
+    return path
+
+
+def _tiny_wav2vec2(path: Path) -> Path:
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                            conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=4,
+                            num_conv_pos_embedding_groups=2)
+    Wav2Vec2Model(config).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encoders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("encoders")
+    return {"whisper": _tiny_whisper(root / "whisper"), "wav2vec2": _tiny_wav2vec2(root / "wav2vec2")}
+
+
+def test_every_hidden_layer_at_native_length(encoders, tmp_path):
+    whisper, w2v = SpeechEncoder(str(encoders["whisper"])), SpeechEncoder(str(encoders["wav2vec2"]))
+    for seconds in (1.0, 2.5):
+        wav = write_wav(tmp_path / f"{seconds}.wav", tone(seconds))
+        x = whisper.compute(str(wav))
+        # embeddings + 2 layers, width 16, one frame per 20 ms (not Whisper's fixed 30-s window)
+        assert x.shape == (3, 16, int(seconds * 50)) and x.dtype == np.float16
+        np.testing.assert_array_equal(x, whisper.compute(str(wav)))  # deterministic
+        y = w2v.compute(str(wav))
+        assert y.shape[:2] == (3, 16) and abs(y.shape[2] - seconds * 16000 / 20) <= 2  # this tiny CNN strides 20
+    assert whisper.describe()["model_type"] == "whisper" and whisper.sr == 16000
+
+
+def test_the_cache_is_keyed_by_the_weights_not_the_name(encoders, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(encoders["whisper"], tmp_path / "same-weights-elsewhere")
+    other = _tiny_whisper(tmp_path / "other-weights", seed=1)
+    a, b, c = (SpeechEncoder(str(p)) for p in (encoders["whisper"], copy, other))
+    assert a.fingerprint() == b.fingerprint() != c.fingerprint()
+    wav = write_wav(tmp_path / "a.wav", tone(1.0))
+    feats, skipped = FeatureCache(tmp_path / "cache", a).get_many([str(wav)])
+    assert not skipped and FeatureCache(tmp_path / "cache", b).dir == FeatureCache(tmp_path / "cache", a).dir
+    assert FeatureCache(tmp_path / "cache", c).dir != FeatureCache(tmp_path / "cache", a).dir
+
+
+def test_a_missing_encoder_names_the_option_to_set(tmp_path):
+    with pytest.raises(PretrainedWeightsUnavailable, match="features.encoder.name"):
+        SpeechEncoder(str(tmp_path / "no-such-model")).describe()
+
+
+@pytest.mark.skipif(not SHARED_TINY_EN.is_dir(), reason="../shared/models/whisper-tiny.en is not beside the checkout")
+def test_shared_whisper_tiny_en_loads_offline_and_embeds_a_real_clip_deterministically():
+    clip = ROOT.parent / "shared" / "datasets" / "emodb" / "wav" / "03a01Fa.wav"
+    encoder = SpeechEncoder(str(SHARED_TINY_EN))
+    x = encoder.compute(str(clip))
+    assert x.shape == (5, 384, 100)  # embeddings + 4 layers of 384 for 2.0 s at 50 frames/s
+    np.testing.assert_array_equal(x, encoder.compute(str(clip)))
+    assert np.isfinite(x.astype(np.float32)).all() and x.astype(np.float32).std() > 0.1
+
+
+class _LayerData(Dataset):
+    """Four classes that only layer 2 of 4 tells apart; the other layers are noise."""
+
+    def __init__(self, n: int = 96):
+        g = torch.Generator().manual_seed(0)
+        self.y = torch.arange(n) % 4
+        self.x = torch.randn(n, 4, 8, 12, generator=g)
+        self.x[torch.arange(n), 2, self.y] += 2.5
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], int(self.y[i])
+
+
+def test_the_probe_learns_which_layer_carries_the_emotion():
+    pl.seed_everything(0)
+    data = _LayerData()
+    model = EmotionClassifier({"arch": "encoder_probe", "in_chans": 4, "feat_dim": 8, "channels": 16},
+                              num_classes=4, emotions=list("abcd"),
+                              optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2})
+    pl.Trainer(max_epochs=30, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(model, DataLoader(data, batch_size=16, shuffle=True))
+    (weights,) = learned_layer_weights(model.net)
+    assert sum(weights) == pytest.approx(1.0, abs=1e-3) and int(np.argmax(weights)) == 2 and weights[2] > 0.4
+    assert learned_layer_weights(build_backbone("mel_tdnn", num_classes=2, feat_dim=8)) is None
+
+
+@pytest.mark.slow
+def test_train_export_and_predict_on_a_speech_encoder(encoders, tmp_path, cache_dir):
+    from ser import Predictor
+
+    out = tmp_path / "probe"
+    train(*TINY_PROBE, "features=encoder", f"features.encoder.name={encoders['whisper']}", "model=encoder_probe",
+          "model.backbone.channels=8", f"paths.cache_dir={cache_dir}", output_dir=out)
+    r = json.loads((out / "results.json").read_text())
+    assert r["n_test"] == 12 and len(r["layer_weights"][0]) == 3 and (out / "layer_weights.png").is_file()
+    spec = json.loads((out / "model" / "model.json").read_text())
+    assert spec["backbone"]["in_chans"] == 3 and spec["backbone"]["feat_dim"] == 16
+    assert spec["front_end"]["encoder"]["weights_digest"] == SpeechEncoder(str(encoders["whisper"])).digest
+    files = [write_wav(tmp_path / f"new{i}.wav", tone(1.5, f0=150.0 + 30 * i, seed=i)) for i in range(2)]
+    rows = Predictor(out).predict(files)
+    assert all(row["label"] in r["emotions"] for row in rows)
+    # The encoder moved: point to it; a different encoder is refused, a missing one names the option.
+    moved = _tiny_whisper(tmp_path / "moved")
+    assert Predictor(out, encoder=str(moved)).predict(files[:1])[0]["label"] in r["emotions"]
+    with pytest.raises(ConfigError, match="trained on features of weights"):
+        Predictor(out, encoder=str(encoders["wav2vec2"]))
+    with pytest.raises(PretrainedWeightsUnavailable, match="--encoder"):
+        Predictor(out, encoder=str(tmp_path / "gone"))
+
+
+@pytest.mark.slow
+def test_linear_probe_on_pooled_layers(encoders, tmp_path, cache_dir):
+    for layers in ("all", "1"):
+        out = tmp_path / f"linear-{layers}"
+        train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+              f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear", f"model.layers={layers}",
+              f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=out)
+        r = json.loads((out / "results.json").read_text())
+        # mean + std of 16 dims, of every layer (3) or of one
+        assert r["n_features"] == (3 if layers == "all" else 1) * 32 and r["inputs"] == "encoder_layers"
+
+
+def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):
+    for overrides, message in [(["model=encoder_probe"], "set features=encoder"),
+                               (["model=encoder_linear"], "set features=encoder"),
+                               (["features=encoder"], "model=encoder_probe or model=encoder_linear"),
+                               (["features=encoder", "model=encoder_linear", "model.layers=middle"], "a layer index")]:
+        with pytest.raises(ConfigError, match=message):
+            train(*overrides, output_dir=tmp_path)
