@@ -149,14 +149,17 @@ def test_train_export_and_predict_on_a_speech_encoder(encoders, tmp_path, cache_
 
 @pytest.mark.slow
 def test_linear_probe_on_pooled_layers(encoders, tmp_path, cache_dir):
-    for layers in ("all", "1"):
+    for layers, search in (("all", "null"), ("1", "{C:[0.01,1.0]}")):
         out = tmp_path / f"linear-{layers}"
-        train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
-              f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear", f"model.layers={layers}",
-              f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=out)
-        r = json.loads((out / "results.json").read_text())
+        r = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+                  f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear", f"model.layers={layers}",
+                  f"model.search={search}", f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=out)
         # mean + std of 16 dims, of every layer (3) or of one
         assert r["n_features"] == (3 if layers == "all" else 1) * 32 and r["inputs"] == "encoder_layers"
+        if search == "null":
+            assert r["search"] is None
+        else:  # chosen on the 3 training + validation speakers, never on the test speaker
+            assert r["search"]["chosen"]["C"] in (0.01, 1.0) and 0 <= r["search"]["inner_ua"] <= 1
 
 
 def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):

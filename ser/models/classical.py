@@ -14,6 +14,8 @@ import logging
 import numpy as np
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.preprocessing import StandardScaler
 
 from ser.errors import DataError
@@ -70,7 +72,16 @@ def fit_predict_classical(cfg, data, split):
     train = np.concatenate([split.train, split.val])
     scaler = StandardScaler().fit(x[train])
     classifier = instantiate(m.classifier)
-    classifier.fit(scaler.transform(x[train]), data.labels[train])
+    search = None
+    if m.search:
+        # Hyper-parameters chosen by leave-one-speaker-out over the training speakers alone, scored
+        # by UA: the test speakers never influence the choice.
+        classifier = GridSearchCV(classifier, OmegaConf.to_container(m.search), cv=LeaveOneGroupOut(),
+                                  scoring="balanced_accuracy")
+        classifier.fit(scaler.transform(x[train]), data.labels[train], groups=np.asarray(data.speakers)[train])
+        search = {"chosen": classifier.best_params_, "inner_ua": round(float(classifier.best_score_), 4)}
+    else:
+        classifier.fit(scaler.transform(x[train]), data.labels[train])
     scores = classifier.decision_function(scaler.transform(x[split.test]))
     # Map decision scores to per-class pseudo-probabilities (argmax unchanged) for a uniform results format.
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -79,5 +90,5 @@ def fit_predict_classical(cfg, data, split):
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": m.inputs, "n_features": int(x.shape[1]),
              "feature_set": m.feature_set if m.inputs == "functionals" else None,
-             "layers": None if m.inputs == "functionals" else m.layers}
+             "layers": None if m.inputs == "functionals" else m.layers, "search": search}
     return probs, extra
