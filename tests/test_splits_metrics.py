@@ -116,6 +116,16 @@ def test_evaluate_rescores_runs_from_their_stored_predictions(tmp_path):
     assert run["metrics"]["confusion"][1] == [0, 1, 1]
 
 
+def test_a_baseline_substitutes_choices_and_null_removes_them():
+    from ser.evaluation.aggregate import baseline_of
+
+    arm = {"experiment": "emodb_encoder_cpu", "model": "encoder_linear", "model.layers": "2", "aug": "none"}
+    base = {"experiment": "emodb_cpu", "model": "egemaps_svm", "model.layers": None, "model.feature_set": "ComParE_2016"}
+    assert baseline_of(arm, base) == {"experiment": "emodb_cpu", "model": "egemaps_svm", "aug": "none",
+                                      "model.feature_set": "ComParE_2016"}
+    assert baseline_of(arm, {"aug": "specaug"}) == {**arm, "aug": "specaug"}
+
+
 def test_paired_comparison_pairs_by_fold_and_seed():
     base = [run(f, s, 0.5 + 0.01 * f, [f"x{f}"]) for f in range(5) for s in range(2)]
     arm = [run(f, s, 0.55 + 0.01 * f + 0.002 * s, [f"x{f}"]) for f in range(5) for s in range(2)]

@@ -101,7 +101,10 @@ def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str =
 
 
 def baseline_of(arm: dict, baseline: dict) -> dict:
-    return {**arm, **{k: str(v) for k, v in baseline.items()}}
+    """The arm `arm` is compared with: its choices with `baseline`'s substituted; a `null` in
+    `baseline` removes that key (an option the baseline arm does not have, e.g. model.layers)."""
+    merged = {**arm, **{k: str(v) for k, v in baseline.items() if v is not None}}
+    return {k: v for k, v in merged.items() if baseline.get(k, "") is not None}
 
 
 def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, metric: str = "ua") -> dict:
