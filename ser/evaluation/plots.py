@@ -51,7 +51,9 @@ def plot_confusion(confusion, labels: list[str], path: str | Path, title: str = 
 
 def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dict | None = None) -> Path:
     """One point per arm (mean over folds x seeds) with its 95% CI, and the per-run values behind it."""
-    fig, ax = plt.subplots(figsize=(7, 0.6 + 0.45 * len(rows)))
+    labels = [(names or {}).get(r["arm"], r["arm"]) for r in rows]
+    # Wide enough for the longest arm name beside the axis.
+    fig, ax = plt.subplots(figsize=(7 + 0.06 * max(map(len, labels), default=0), 0.6 + 0.45 * len(rows)))
     for i, row in enumerate(rows):
         values = row["values"][metric]
         ax.scatter(values, [i] * len(values), s=10, color="0.6", zorder=1)
@@ -61,7 +63,7 @@ def plot_arms(rows: list[dict], path: str | Path, metric: str = "ua", names: dic
     if metric in ("ua", "wa") and rows:
         ax.axvline(1 / len(rows[0]["emotions"]), color="C3", ls="--", lw=1, label="chance")
         ax.legend(loc="lower right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [(names or {}).get(r["arm"], r["arm"]) for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.set_xlabel(f"{metric.upper()} (mean, 95% CI; grey: each fold x seed)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -89,7 +91,10 @@ def plot_learning_curves(curves: dict[str, dict[str, list]], path: str | Path) -
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc="lower right")
+    for ax in axes[::-1]:  # the legend where there are curves (runs without validation have no val/ua)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower right")
+            break
     fig.tight_layout()
     return _save(fig, path, dpi=110)
 
