@@ -17,6 +17,7 @@ from ser.data.splits import PROTOCOLS
 from ser.diffusion.generator import SAMPLERS
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
+from ser.models.classical import input_names
 from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -42,7 +43,9 @@ def check_train_config(cfg: DictConfig) -> None:
         _check_optimizer(cfg)
         _check_combination(cfg)
     else:
-        _choice(cfg, "model.inputs", CLASSICAL_INPUTS)
+        for name in input_names(cfg.model.inputs):
+            if name not in CLASSICAL_INPUTS:
+                raise invalid_choice("model.inputs", name, CLASSICAL_INPUTS)
     _check_encoder(cfg)
     _check_synthetic(cfg)
 
@@ -127,7 +130,7 @@ def _check_encoder(cfg: DictConfig) -> None:
     m, on_encoder = cfg.model, cfg.features.kind == "encoder"
     if on_encoder:
         _choice(cfg, "features.encoder.window", WINDOWS)
-    reads_layers = (m.kind == "classical" and m.inputs == "encoder_layers") or \
+    reads_layers = (m.kind == "classical" and "encoder_layers" in input_names(m.inputs)) or \
         (m.kind == "neural" and m.backbone.arch in ENCODER_ARCHS)
     if reads_layers and not on_encoder:
         raise ConfigError(f"model={m.name} reads a speech encoder's hidden layers: set features=encoder "

@@ -162,6 +162,18 @@ def test_linear_probe_on_pooled_layers(encoders, tmp_path, cache_dir):
             assert r["search"]["chosen"]["C"] in (0.01, 1.0) and 0 <= r["search"]["inner_ua"] <= 1
 
 
+@pytest.mark.slow
+def test_fusion_of_pooled_layers_and_functionals(encoders, tmp_path, cache_dir):
+    pytest.importorskip("opensmile")
+    r = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+              f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear",
+              "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02",
+              f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path)
+    assert r["inputs"] == ["encoder_layers", "functionals"] and r["n_features"] == 3 * 32 + 88
+    with pytest.raises(ConfigError, match="choose one of: functionals, encoder_layers"):
+        train("features=encoder", "model=encoder_linear", "model.inputs=[encoder_layers,mfcc]", output_dir=tmp_path)
+
+
 def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):
     for overrides, message in [(["model=encoder_probe"], "set features=encoder"),
                                (["model=encoder_linear"], "set features=encoder"),

@@ -61,14 +61,22 @@ def _functionals(cfg, data) -> np.ndarray:
     return np.nan_to_num(np.stack([feats[p] for p in paths]).astype(np.float64))
 
 
+def input_names(inputs) -> list[str]:
+    """`model.inputs`: one name, or a list of them (fused by concatenation)."""
+    return [inputs] if isinstance(inputs, str) else list(inputs)
+
+
 def fit_predict_classical(cfg, data, split):
     """Train on the split's training clips (validation clips join them: no model selection here).
-    The clip vectors are openSMILE functionals (`model.inputs: functionals`) or the pooled layers of
-    the run's speech encoder (`model.inputs: encoder_layers`, with features=encoder)."""
-    m = cfg.model
-    x = _functionals(cfg, data) if m.inputs == "functionals" else pooled_layers(data.features, m.layers)
+    The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
+    the run's speech encoder (`encoder_layers`, with features=encoder), or both side by side
+    (`[encoder_layers, functionals]`: fusion), each standardised on its own first."""
+    m, names = cfg.model, input_names(cfg.model.inputs)
+    parts = [_functionals(cfg, data) if name == "functionals" else pooled_layers(data.features, m.layers)
+             for name in names]
     if m.speaker_norm:
-        x = standardize_per_speaker(x, data.speakers)
+        parts = [standardize_per_speaker(x, data.speakers) for x in parts]
+    x = np.concatenate(parts, axis=1)
     train = np.concatenate([split.train, split.val])
     scaler = StandardScaler().fit(x[train])
     classifier = instantiate(m.classifier)
@@ -88,7 +96,7 @@ def fit_predict_classical(cfg, data, split):
     probs = np.zeros((len(split.test), len(data.emotions)))
     probs[:, classifier.classes_] = scores / scores.sum(axis=1, keepdims=True)
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
-             "transductive": bool(m.speaker_norm), "inputs": m.inputs, "n_features": int(x.shape[1]),
-             "feature_set": m.feature_set if m.inputs == "functionals" else None,
-             "layers": None if m.inputs == "functionals" else m.layers, "search": search}
+             "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
+             "n_features": int(x.shape[1]), "feature_set": m.feature_set if "functionals" in names else None,
+             "layers": m.layers if "encoder_layers" in names else None, "search": search}
     return probs, extra
