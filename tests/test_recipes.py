@@ -37,8 +37,7 @@ def test_reference_recipe_offline_without_weights_stops_with_the_fix(tmp_path, c
     assert "model.weights=" in str(err.value) and "model.pretrained=false" in str(err.value)
 
 
-def test_combined_corpora_speaker_disjoint_kfold_low_data(tmp_path, cache_dir):
-    root = tmp_path / "data"
+def _two_corpora(root):
     for actor in range(1, 5):  # RAVDESS: neutral, happy, sad, angry, calm (calm is RAVDESS-only)
         for e, code in enumerate(["01", "03", "04", "05", "02"]):
             for rep in ("01", "02"):
@@ -48,6 +47,33 @@ def test_combined_corpora_speaker_disjoint_kfold_low_data(tmp_path, cache_dir):
         for e, letter in enumerate("NFTWL"):
             for ver in "ab":
                 write_wav(root / "emodb" / "wav" / f"{spk}a01{letter}{ver}.wav", tone(1.0, f0=130 + 40 * e, seed=int(spk)))
+    return root
+
+
+def test_cross_corpus_trains_on_one_corpus_and_tests_on_the_other(tmp_path, cache_dir):
+    root = _two_corpora(tmp_path / "data")
+    for fold, tested in ((0, "emodb"), (1, "ravdess")):
+        r = train("dataset=combined", f"paths.data_root={root}", "split=cross_corpus", f"split.fold={fold}",
+                  "model.epochs=1", "model.backbone.channels=8", "hardware.progress_bar=false",
+                  "evaluation.n_bootstrap=20", f"paths.cache_dir={cache_dir}", "logger=none",
+                  output_dir=tmp_path / f"cross{fold}")
+        assert r["emotions"] == ["neutral", "happy", "sad", "angry"]  # the shared classes, in vocabulary order
+        assert {s.split(":")[0] for s in r["test_speakers"]} == {tested}
+        assert not {s.split(":")[0] for s in r["train_speakers"]} & {tested}
+        assert r["n_test"] == (3 if tested == "emodb" else 4) * 4 * 2
+        assert r["cross_corpus"]["test"] == [tested] and r["cross_corpus"]["mapping"]["emodb"] == \
+            {"W": "angry", "F": "happy", "T": "sad", "N": "neutral"}
+        assert r["cross_corpus"]["mapping"]["ravdess"] == {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}
+    from ser.evaluation.aggregate import aggregate
+
+    summary = aggregate([tmp_path / "cross0", tmp_path / "cross1"], tmp_path / "summary")
+    (arm,) = summary["arms"]
+    assert [f["test"] for f in arm["cross_corpus"]["folds"]] == ["emodb", "ravdess"]
+    assert "emodb -> ravdess" in (tmp_path / "summary" / "summary.md").read_text()
+
+
+def test_combined_corpora_speaker_disjoint_kfold_low_data(tmp_path, cache_dir):
+    root = _two_corpora(tmp_path / "data")
     out = tmp_path / "comb"
     train("dataset=combined", f"paths.data_root={root}", "split=kfold", "split.k=3", "split.fold=1",
           "split.n_val_speakers=1", "dataset.train_fraction=0.5", "model.epochs=1", "model.backbone.channels=8",

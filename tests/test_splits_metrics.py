@@ -45,6 +45,18 @@ def test_ravdess_style_kfold_six_folds_of_four_actors():
     assert sorted(seen) == sorted(set(speakers))
 
 
+def test_cross_corpus_tests_one_whole_corpus_and_trains_on_the_other():
+    speakers = [f"emodb:{i:02d}" for i in range(3) for _ in range(4)] + [f"ravdess:{i:02d}" for i in range(4) for _ in range(4)]
+    labels = ["a", "b", "c", "d"] * 7
+    for fold, tested in ((0, "emodb"), (1, "ravdess")):
+        s = make_split(speakers, labels, "cross_corpus", fold, n_val_speakers=1)
+        assert {x.split(":")[0] for x in s.test_speakers} == {tested} and len(s.test) == (12 if fold == 0 else 16)
+        assert {x.split(":")[0] for x in s.train_speakers + s.val_speakers} == {"emodb", "ravdess"} - {tested}
+        assert len(s.val_speakers) == 1 and s.n_folds == 2
+    with pytest.raises(ConfigError, match="at least two corpora"):
+        make_split(speakers[:12], labels[:12], "cross_corpus", 0)
+
+
 def test_random_split_is_labelled_speaker_dependent():
     speakers, labels = corpus()
     d = make_split(speakers, labels, "random", 0, k=5).describe()

@@ -179,6 +179,15 @@ def load_manifest(csv_path: str | Path, name: str = "manifest") -> Corpus:
     return Corpus(name, clips, skipped)
 
 
+def label_mapping(corpora: list[str], emotions: list[str]) -> dict[str, dict[str, str]]:
+    """{corpus: {its own label code: the shared emotion}} for the emotions a run uses: what a
+    cross-corpus result compares. Corpora without codes of their own (folders, manifests) are
+    labelled with the canonical names themselves."""
+    codes = {"emodb": EMODB_EMOTIONS, "ravdess": RAVDESS_EMOTIONS}
+    return {c: {code: e for code, e in codes.get(c, {e: e for e in emotions}).items() if e in emotions}
+            for c in sorted(corpora)}
+
+
 def combine(corpora: list[Corpus], shared_only: bool = False, name: str = "combined") -> Corpus:
     """Merge corpora under the unified vocabulary; `shared_only` keeps the emotions all of them have."""
     clips = [c for corpus in corpora for c in corpus.clips]

@@ -15,7 +15,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedShuf
 
 from ser.errors import ConfigError, DataError, GeneratorFoldLeak, SpeakerLeak, invalid_choice
 
-PROTOCOLS = ("loso", "kfold", "random")
+PROTOCOLS = ("loso", "kfold", "random", "cross_corpus")
 
 
 @dataclass
@@ -73,6 +73,21 @@ def make_split(
         inner = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed + fold)
         tr, va = next(inner.split(train_val, labels[train_val]))
         train, val = train_val[tr], train_val[va]
+    elif protocol == "cross_corpus":
+        # Fold f tests every clip of the f-th corpus (sorted by name) and trains on all the others:
+        # speakers are "<corpus>:<id>", so the corpus is what precedes the colon.
+        corpora = np.array([s.split(":")[0] for s in speakers.tolist()])
+        names = sorted(set(corpora.tolist()))
+        if len(names) < 2:
+            raise ConfigError(f"split=cross_corpus needs at least two corpora (dataset=combined); found {names}")
+        n_folds = len(names)
+        _check_fold(fold, n_folds, protocol)
+        test, train_val = idx[corpora == names[fold]], idx[corpora != names[fold]]
+        rest = sorted(set(speakers[train_val].tolist()))
+        if n_val_speakers >= len(rest):
+            raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
+        val_mask = np.isin(speakers[train_val], rest[:n_val_speakers])
+        train, val = train_val[~val_mask], train_val[val_mask]
     else:
         if len(unique) < 3 or "unknown" in {s.split(":")[-1] for s in unique}:
             raise DataError(

@@ -69,6 +69,11 @@ def summarize_arm(runs: list[dict]) -> dict:
     row["pooled_ua_ci95"] = list(bootstrap_ci(y_true, y_pred))
     row["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
     row["wall_time_s"] = float(sum(r.get("wall_time_s", 0.0) for r in runs))
+    crossed = {(" + ".join(r["cross_corpus"]["train"]), " + ".join(r["cross_corpus"]["test"]), r["fold"],
+                r["metrics"]["ua"]) for r in runs if r.get("cross_corpus")}
+    if crossed:  # cross-corpus arms: which corpus taught and which was tested, fold by fold
+        row["cross_corpus"] = {"folds": [{"train": a, "test": b, "fold": f, "ua": ua} for a, b, f, ua in sorted(crossed, key=lambda x: x[2])],
+                               "mapping": next(r["cross_corpus"]["mapping"] for r in runs if r.get("cross_corpus"))}
     return row
 
 
@@ -136,7 +141,7 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
         row["name"] = names[row["arm"]]
         plot_confusion(row["confusion"], row["emotions"], out / f"confusion_arm{i}.png", title=names[row["arm"]])
     summary["figures"] = _extra_figures(by_arm, names, out)
-    write_text(out / "summary.md", markdown_table(rows) + _figures_markdown(summary["figures"]))
+    write_text(out / "summary.md", markdown_table(rows) + _cross_corpus_markdown(rows) + _figures_markdown(summary["figures"]))
     write_json(out / "summary.json", summary)
     return summary
 
@@ -186,6 +191,19 @@ def _extra_figures(by_arm: dict[str, list[dict]], names: dict[str, str], out: Pa
                 entry["quality"] = json.loads((syn_dir / "quality.json").read_text())
             figures["synthetic_sets"].append(entry)
     return figures
+
+
+def _cross_corpus_markdown(rows: list[dict]) -> str:
+    lines = []
+    for row in rows:
+        if "cross_corpus" not in row:
+            continue
+        names, _ = short_labels(rows)
+        folds = "; ".join(f"{f['train']} -> {f['test']}: UA {f['ua']:.3f}" for f in row["cross_corpus"]["folds"])
+        mapping = "; ".join(f"{c}: " + ", ".join(f"{k}={v}" for k, v in m.items())
+                            for c, m in row["cross_corpus"]["mapping"].items())
+        lines += [f"- {names[row['arm']]}: {folds} (shared emotions: {', '.join(row['emotions'])}; labels: {mapping})"]
+    return ("\nCross-corpus (UA over the shared emotions):\n\n" + "\n".join(lines) + "\n") if lines else ""
 
 
 def _figures_markdown(figures: dict) -> str:

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser.config import check_train_config
 from ser.data.build import front_end_from, prepare
+from ser.data.corpora import label_mapping
 from ser.data.datamodule import SERDataModule
 from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
 from ser.evaluation.aggregate import arm_label
@@ -55,6 +56,11 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
             return None
     else:
         (y_prob, extra), loggers = fit_predict_classical(cfg, data, split), []
+    if split.protocol == "cross_corpus":
+        corpora = lambda side: sorted({s.split(":")[0] for s in side})  # noqa: E731
+        extra["cross_corpus"] = {"train": corpora(split.train_speakers), "test": corpora(split.test_speakers),
+                                 "shared_emotions": data.emotions,
+                                 "mapping": label_mapping(corpora(data.speakers), data.emotions)}
     results = _results(cfg, data, split, y_prob, extra, arm, time.time() - started)
     confusion_png = plot_confusion(results["metrics"]["confusion"], data.emotions, run_dir / "confusion_matrix.png",
                                    title=f"{cfg.dataset.name} {split.protocol} fold {split.fold}: UA {results['metrics']['ua']:.3f}")
