@@ -48,13 +48,13 @@ def test_optimizer_and_scheduler_configs_build_what_they_name():
     ("emodb_lld_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
     ("emodb_hybrid_cpu", "emodb", "hybrid_tdnn", "loso", "range(10)"),
     ("emodb_encoder_cpu", "emodb", "encoder_linear", "loso", "range(10)"),
-    ("ravdess_cpu", "ravdess", "spectro_cnn", "kfold", "range(6)"),
+    ("ravdess_cpu", "ravdess", "spectro_cnn", "listed", "range(6)"),
     ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
-    ("ravdess_seed", "ravdess", "resnet50", "kfold", "range(6)"),
+    ("ravdess_seed", "ravdess", "resnet50", "listed", "range(6)"),
     ("combined_seed", "combined", "resnet50", "kfold", "range(6)"),
     ("emodb_study_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
     ("emodb_study", "emodb", "resnet50", "loso", "range(10)"),
-    ("ravdess_study", "ravdess", "resnet50", "kfold", "range(6)"),
+    ("ravdess_study", "ravdess", "resnet50", "listed", "range(6)"),
 ])
 def test_experiment_presets(name, dataset, model, split, folds):
     cfg = compose_train(f"+experiment={name}")
@@ -62,6 +62,44 @@ def test_experiment_presets(name, dataset, model, split, folds):
     assert cfg.hydra.sweeper.params["split.fold"] == folds
     # A model that reads functionals gets them, and only such a model.
     assert bool(cfg.features.get("functionals")) == (model == "hybrid_tdnn")
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_presets_set_only_keys_that_exist(preset):
+    """A preset's body merges into the config without struct checks, so a renamed key (say
+    `aug.synthetic.recipe` after it became the `diffusion` group) would be silently ignored.
+    Every key a preset sets must exist in the config its own group choices compose."""
+    import yaml
+
+    body = yaml.safe_load((CONF / "experiment" / f"{preset}.yaml").read_text())
+    groups = []
+    for entry in body.pop("defaults", []):
+        (key, value), = entry.items()
+        groups.append(f"{key.removeprefix('override /')}={value}")
+    body.pop("hydra", None)
+    base = compose_train(*groups)
+
+    def leaves(node, prefix=""):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                yield from leaves(value, path + ".")
+            else:
+                yield path
+
+    from omegaconf import OmegaConf
+
+    def defined(path):
+        # A key exists, or sits under a free-form slot whose default is null (model.search: the grid).
+        parts = path.split(".")
+        for n in range(len(parts), 0, -1):
+            value = OmegaConf.select(base, ".".join(parts[:n]), default="<missing>")
+            if value != "<missing>":
+                return n == len(parts) or value is None
+        return False
+
+    missing = [path for path in leaves(body) if not defined(path)]
+    assert not missing, f"{preset} sets key(s) that no config defines: {missing}"
 
 
 def test_reference_recipe_is_the_published_one():
@@ -110,7 +148,7 @@ TYPOS = [  # (config, override, what the error must say)
     ("train", "model.input.normalization=speakers", "choose one of: global, speaker, none"),
     ("train", "model.scheduler.interval=batch", "choose one of: step, epoch"),
     ("train", "model.optimizer._target_=torch.optim.Adamm", "model.optimizer._target_='torch.optim.Adamm' cannot be imported"),
-    ("train", "split.protocol=los", "choose one of: loso, kfold, random"),
+    ("train", "split.protocol=los", "choose one of: loso, kfold, listed, random"),
     ("train", "features.kind=wav2vec", "choose one of: mel, smile_lld"),
     ("train", "dataset.kind=emodbb", "choose one of: emodb, ravdess"),
     ("train", "model.kind=deep", "choose one of: neural, classical"),

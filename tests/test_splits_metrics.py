@@ -1,6 +1,9 @@
 import json
 
+from pathlib import Path
+
 import numpy as np
+
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score
@@ -43,6 +46,31 @@ def test_ravdess_style_kfold_six_folds_of_four_actors():
         assert len(s.test_speakers) == 4 and len(s.val_speakers) == 2 and len(s.train_speakers) == 18
         seen += s.test_speakers
     assert sorted(seen) == sorted(set(speakers))
+
+
+def test_listed_folds_reproduce_a_published_assignment():
+    import yaml
+
+    folds = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/split/ravdess_emobox.yaml").read_text())["folds"]
+    speakers = [f"ravdess:{a:02d}" for a in range(1, 25) for _ in range(8)]
+    labels = ["a", "b", "c", "d", "e", "f", "g", "h"] * 24
+    seen = []
+    for fold in range(6):
+        s = make_split(speakers, labels, "listed", fold, n_val_speakers=2, folds=folds)
+        assert s.test_speakers == sorted(folds[fold]) and s.n_folds == 6
+        assert len(s.val_speakers) == 2 and len(s.train_speakers) == 18 and len(s.test) == 32
+        seen += s.test_speakers
+    assert sorted(seen) == sorted(set(speakers))
+    # EmoBox's fold 1 tests actors 01, 11, 20 and 21.
+    assert make_split(speakers, labels, "listed", 0, folds=folds).test_speakers == ["ravdess:01", "ravdess:11", "ravdess:20", "ravdess:21"]
+    with pytest.raises(ConfigError, match=r"'ravdess:99'\] that the corpus does not have"):
+        make_split(speakers, labels, "listed", 0, folds=[["ravdess:99"], ["ravdess:01"]])
+    with pytest.raises(ConfigError, match=r"more than one fold"):
+        make_split(speakers, labels, "listed", 0, folds=[["ravdess:01"], ["ravdess:01", "ravdess:02"]])
+    with pytest.raises(ConfigError, match=r"needs split.folds"):
+        make_split(speakers, labels, "listed", 0)
+    with pytest.raises(ConfigError, match=r"out of range"):
+        make_split(speakers, labels, "listed", 6, folds=folds)
 
 
 def test_cross_corpus_tests_one_whole_corpus_and_trains_on_the_other():

@@ -126,7 +126,8 @@ def prepare(cfg: DictConfig, functionals: bool) -> tuple[LabelledClips, Split]:
                           functionals=functionals_front_end(cfg.features) if functionals else None)
     s = cfg.split
     split = make_split(data.speakers, [c.emotion for c in data.clips], protocol=s.protocol, fold=s.fold, k=s.k,
-                       n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed)
+                       n_val_speakers=s.n_val_speakers, val_fraction=s.val_fraction, seed=s.seed,
+                       folds=OmegaConf.to_container(s.folds) if s.folds else None)
     if cfg.dataset.train_fraction < 1.0:
         # Seeded by the split, not the run: every training seed and the fold's generator see the
         # same subset, so "identical folds" holds in low-data studies too.

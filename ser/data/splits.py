@@ -2,8 +2,10 @@
 
 A test speaker never appears in training or validation (asserted here, recorded in every run's
 results). Validation speakers come from the training side, rotating with the fold so that no
-single speaker steers model selection everywhere. `random` exists for comparison with papers
-that use it, and is labelled speaker-dependent wherever it is reported.
+single speaker steers model selection everywhere. `listed` takes each fold's test speakers from
+the config, so a published fold assignment (EmoBox's RAVDESS folds, conf/split/ravdess_emobox.yaml)
+is reproduced exactly. `random` exists for comparison with papers that use it, and is labelled
+speaker-dependent wherever it is reported.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedShuf
 
 from ser.errors import ConfigError, DataError, GeneratorFoldLeak, SpeakerLeak, invalid_choice
 
-PROTOCOLS = ("loso", "kfold", "random", "cross_corpus")
+PROTOCOLS = ("loso", "kfold", "listed", "random", "cross_corpus")
 
 
 @dataclass
@@ -43,10 +45,6 @@ class Split:
         return d
 
 
-def n_folds_for(protocol: str, speakers: list[str], k: int) -> int:
-    return len(set(speakers)) if protocol == "loso" else k
-
-
 def make_split(
     speakers: list[str],
     labels: list[str],
@@ -56,8 +54,12 @@ def make_split(
     n_val_speakers: int = 1,
     val_fraction: float = 0.1,
     seed: int = 0,
+    folds: list[list[str]] | None = None,
 ) -> Split:
-    """Split clips (given by their speaker and label) for `fold` of `protocol`."""
+    """Split clips (given by their speaker and label) for `fold` of `protocol`.
+
+    `folds` (protocol `listed` only): each fold's test speakers, by their full id ("ravdess:01").
+    """
     if protocol not in PROTOCOLS:
         raise invalid_choice("split.protocol", protocol, PROTOCOLS)
     speakers = np.asarray(speakers)
@@ -95,21 +97,26 @@ def make_split(
                 "Give speakers (manifest column `speaker`, sub-folders, or dataset.speaker_regex), "
                 "or use split=random, which is speaker-dependent."
             )
-        if protocol == "loso":
-            splitter, n_folds = LeaveOneGroupOut(), len(unique)
+        if protocol == "listed":
+            test_spk, n_folds = _listed_fold(folds, unique, fold)
+            test = idx[np.isin(speakers, test_spk)]
+            train_val = idx[~np.isin(speakers, test_spk)]
         else:
-            if k > len(unique):
-                raise ConfigError(f"split=kfold with k={k} needs at least {k} speakers; the corpus has {len(unique)}")
-            splitter, n_folds = GroupKFold(n_splits=k), k
-        _check_fold(fold, n_folds, protocol)
-        train_val, test = list(splitter.split(idx, labels, groups=speakers))[fold]
-        test_spk = sorted(set(speakers[test].tolist()))
+            if protocol == "loso":
+                splitter, n_folds = LeaveOneGroupOut(), len(unique)
+            else:
+                if k > len(unique):
+                    raise ConfigError(f"split=kfold with k={k} needs at least {k} speakers; the corpus has {len(unique)}")
+                splitter, n_folds = GroupKFold(n_splits=k), k
+            _check_fold(fold, n_folds, protocol)
+            train_val, test = list(splitter.split(idx, labels, groups=speakers))[fold]
+            test_spk = sorted(set(speakers[test].tolist()))
         rest = sorted(set(speakers[train_val].tolist()))
         if n_val_speakers >= len(rest):
             raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
         # Rotate the validation speakers with the fold: fold f validates on the speakers that
         # follow its test speakers in sorted order.
-        start = (unique.index(test_spk[-1]) + 1) % len(unique)
+        start = (unique.index(max(test_spk)) + 1) % len(unique)
         ring = unique[start:] + unique[:start]
         val_spk = [s for s in ring if s in rest][:n_val_speakers]
         val_mask = np.isin(speakers[train_val], val_spk)
@@ -143,6 +150,24 @@ def assert_generator_fold_safe(generator_speakers, test_speakers, where: str = "
             f"its samples would leak the test speakers into training. Train a generator on this fold's "
             f"training speakers only (generate.py with the same dataset, split and split.fold)."
         )
+
+
+def _listed_fold(folds, unique: list[str], fold: int) -> tuple[list[str], int]:
+    """Fold `fold`'s test speakers from an explicit assignment, checked against the corpus."""
+    if not folds:
+        raise ConfigError("split.protocol=listed needs split.folds: one list of test speakers per fold "
+                          "(see conf/split/ravdess_emobox.yaml)")
+    folds = [[str(x) for x in f] for f in folds]
+    _check_fold(fold, len(folds), "listed")
+    listed = [x for f in folds for x in f]
+    unknown = sorted(set(listed) - set(unique))
+    if unknown:
+        raise ConfigError(f"split.folds names speaker(s) {unknown} that the corpus does not have; "
+                          f"its speakers are {unique}")
+    twice = sorted({x for x in listed if listed.count(x) > 1})
+    if twice:
+        raise ConfigError(f"split.folds lists speaker(s) {twice} in more than one fold; each speaker is tested once")
+    return sorted(folds[fold]), len(folds)
 
 
 def _check_fold(fold: int, n_folds: int, protocol: str) -> None:
