@@ -25,6 +25,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 MODEL_KINDS = ("neural", "classical")
 CLASSICAL_INPUTS = ("functionals", "encoder_layers")  # ser.models.classical
 ENCODER_ARCHS = ("encoder_probe",)  # networks that read an encoder's hidden layers
+FINETUNE_ARCHS = ("encoder_finetune",)  # networks that run (and fine-tune) the encoder on its own input
 SELECT = ("best", "last")  # the checkpoint a neural run is scored with
 CLASS_WEIGHTS = ("balanced", "none")
 SCHEDULER_INTERVALS = ("step", "epoch")
@@ -135,6 +136,14 @@ def _check_encoder(cfg: DictConfig) -> None:
     if reads_layers and not on_encoder:
         raise ConfigError(f"model={m.name} reads a speech encoder's hidden layers: set features=encoder "
                           "(and features.encoder.name=<hub id or local dir>)")
+    fine_tunes, on_input = m.kind == "neural" and m.backbone.arch in FINETUNE_ARCHS, cfg.features.kind == "encoder_input"
+    if fine_tunes != on_input:
+        raise ConfigError("model=encoder_finetune runs the encoder on its own input, and features=encoder_input serves "
+                          f"only that model (here model={m.name}, features.kind={cfg.features.kind}); use both together")
+    if m.kind == "neural" and m.input.normalization == "identity" and not on_input:
+        raise ConfigError(f"model.input.normalization=identity leaves features unscaled, which suits only an "
+                          f"encoder's own input (features=encoder_input), not features.kind={cfg.features.kind!r}; "
+                          "use global or speaker")
     if on_encoder and m.kind == "neural" and m.backbone.arch not in ENCODER_ARCHS:
         raise ConfigError(f"features=encoder gives (layers, dim, frames) per clip, which model={m.name} does not "
                           f"read; use model=encoder_probe or model=encoder_linear")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.data.build import front_end_from, functionals_front_end, with_channels
+from ser.data.build import DIGESTS, front_end_from, functionals_front_end, with_channels
 from ser.errors import BadAudio, ConfigError, PretrainedWeightsUnavailable, SerError
 from ser.features.audio import load_audio
 from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, model_dir_of, predict_proba
@@ -36,7 +36,7 @@ class Predictor:
         self.emotions = self.spec["emotions"]
         fe = self.spec["front_end"]
         # The features the model was trained on: log-mel, openSMILE LLDs, or a speech encoder's layers.
-        self.front_end = _encoder_front_end(fe, encoder) if fe["kind"] == "encoder" else front_end_from(fe)
+        self.front_end = _encoder_front_end(fe, encoder) if fe["kind"] in DIGESTS else front_end_from(fe)
         self.functionals = functionals_front_end(fe)  # and per-clip functionals, for models that read them too
         self.functionals_normalizer = load_functionals_normalizer(model_dir, self.spec)
         self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
@@ -99,18 +99,21 @@ class Predictor:
 
 
 def _encoder_front_end(fe: dict, override: str | None):
-    name = override or fe["encoder"]["name"]
+    """The run's speech-encoder front end (its hidden layers, or its own input for a fine-tuned
+    encoder), from where the run found it or from `override`, refused unless it matches."""
+    name, key = override or fe["encoder"]["name"], DIGESTS[fe["kind"]]
     front_end = front_end_from({**fe, "encoder": {**fe["encoder"], "name": name}})
+    what = "layers" if fe["kind"] == "encoder" else "input"
     try:
         digest = front_end.digest
     except PretrainedWeightsUnavailable as err:
         raise PretrainedWeightsUnavailable(
-            f"this model reads the layers of the speech encoder {fe['encoder']['name']!r}, which cannot be loaded "
+            f"this model reads the {what} of the speech encoder {fe['encoder']['name']!r}, which cannot be loaded "
             f"here: {err}. Point to a copy with ser-predict --encoder <dir or hub id> (Predictor(..., encoder=...))."
         ) from None
-    if digest != fe["encoder"]["weights_digest"]:
-        raise ConfigError(f"the encoder at {name!r} has weights {digest}, but this model was trained on features of "
-                          f"weights {fe['encoder']['weights_digest']} ({fe['encoder']['name']!r}); pass that encoder")
+    if digest != fe["encoder"][key]:
+        raise ConfigError(f"the encoder at {name!r} has {key} {digest}, but this model was trained with "
+                          f"{fe['encoder'][key]} ({fe['encoder']['name']!r}); pass that encoder")
     return front_end
 
 

@@ -141,7 +141,7 @@ def test_train_export_and_predict_on_a_speech_encoder(encoders, tmp_path, cache_
     # The encoder moved: point to it; a different encoder is refused, a missing one names the option.
     moved = _tiny_whisper(tmp_path / "moved")
     assert Predictor(out, encoder=str(moved)).predict(files[:1])[0]["label"] in r["emotions"]
-    with pytest.raises(ConfigError, match="trained on features of weights"):
+    with pytest.raises(ConfigError, match="weights_digest .* but this model was trained with"):
         Predictor(out, encoder=str(encoders["wav2vec2"]))
     with pytest.raises(PretrainedWeightsUnavailable, match="--encoder"):
         Predictor(out, encoder=str(tmp_path / "gone"))
@@ -178,6 +178,80 @@ def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):
     for overrides, message in [(["model=encoder_probe"], "set features=encoder"),
                                (["model=encoder_linear"], "set features=encoder"),
                                (["features=encoder"], "model=encoder_probe or model=encoder_linear"),
-                               (["features=encoder", "model=encoder_linear", "model.layers=middle"], "a layer index")]:
+                               (["features=encoder", "model=encoder_linear", "model.layers=middle"], "a layer index"),
+                               (["model=encoder_finetune"], "use both together"),
+                               (["features=encoder_input", "model=mel_tdnn"], "use both together"),
+                               (["model.input.normalization=identity"], "only an encoder's own input")]:
         with pytest.raises(ConfigError, match=message):
             train(*overrides, output_dir=tmp_path)
+
+
+def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):
+    from ser.models.finetune import EncoderFinetune
+
+    for kind, x in (("whisper", torch.randn(2, 1, 80, 101)), ("wav2vec2", torch.randn(2, 1, 1, 16000))):
+        net = EncoderFinetune(4, name=str(encoders[kind]), train_layers=1, layer_decay=0.5)
+        trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+        assert trainable and all(n.startswith("probe.") or ".layers.1." in n or n.split(".")[-2] == "layer_norm"
+                                 for n in trainable), sorted(trainable)
+        assert not any(".layers.0." in n or "conv" in n or "feature_extractor" in n or "embed_positions" in n
+                       for n in trainable)
+        groups = net.param_groups(1e-3)
+        assert [g["lr"] for g in groups] == [1e-3, 5e-4]
+        assert sum(len(g["params"]) for g in groups) == len(trainable)
+        hidden = net.hidden_layers(x)
+        assert hidden.shape[:3] == (2, 3, 16)  # embeddings + 2 layers, width 16, frames at the clip's length
+        if kind == "whisper":
+            assert hidden.shape[3] == 50  # 101 mel frames -> 100 -> 50 encoder frames, not Whisper's 1500
+        net(x).sum().backward()
+        assert all(p.grad is not None for n, p in net.named_parameters() if n in trainable and "layer_weights" not in n)
+        assert all(p.grad is None for n, p in net.named_parameters() if n not in trainable)
+    with pytest.raises(ConfigError, match="this encoder has 2 layers"):
+        EncoderFinetune(4, name=str(encoders["whisper"]), train_layers=3)
+
+
+def test_one_cycle_gives_each_layer_group_its_own_peak(encoders):
+    model = EmotionClassifier(
+        backbone={"arch": "encoder_finetune", "name": str(encoders["whisper"]), "pretrained": True, "train_layers": 2,
+                  "layer_decay": 0.5},
+        num_classes=4, emotions=list("abcd"),
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3},
+        scheduler={"interval": "step", "schedule": {"_target_": "torch.optim.lr_scheduler.OneCycleLR", "_partial_": True,
+                                                    "max_lr": 1e-3, "total_steps": 10}})
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert [g["max_lr"] for g in optimizer.param_groups] == [1e-3, 5e-4, 2.5e-4]
+    for _ in range(3):  # at the peak, each group sits at its own rate
+        optimizer.step(), scheduler.step()
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs[0] == pytest.approx(2 * lrs[1]) == pytest.approx(4 * lrs[2])
+
+
+@pytest.mark.parametrize("kind", ["whisper", "wav2vec2"])
+def test_fine_tune_train_export_and_predict(encoders, kind, tmp_path, cache_dir):
+    """The fine-tuned encoder through train.py, export and prediction; the export rebuilds the
+    encoder from model.json alone (its weights are the fine-tuned ones, not the checkpoint's)."""
+    import shutil
+
+    from ser import Predictor
+    from ser.features.encoder import EncoderInput
+
+    out = tmp_path / kind
+    r = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=2", "hardware.progress_bar=false",
+              "evaluation.n_bootstrap=20", "features=encoder_input", f"features.encoder.name={encoders[kind]}",
+              "model=encoder_finetune", "model.epochs=1", "model.batch_size=8", "model.backbone.train_layers=1",
+              f"paths.cache_dir={cache_dir}", output_dir=out)
+    assert r["n_test"] == 8 and len(r["layer_weights"][0]) == 3
+    spec = json.loads((out / "model" / "model.json").read_text())
+    assert spec["backbone"]["encoder_config"]["model_type"] == kind
+    assert spec["front_end"]["encoder"]["extractor_digest"] == EncoderInput(str(encoders[kind])).digest
+    # The checkpoint's weights can go: the fine-tuned encoder is in the export. Only the extractor
+    # settings are read, from where the run found them or from a copy.
+    copy = tmp_path / "extractor"
+    copy.mkdir()
+    for name in ("preprocessor_config.json", "config.json"):
+        shutil.copy(encoders[kind] / name, copy / name)
+    files = [write_wav(tmp_path / f"new{i}.wav", tone(1.5, f0=150.0 + 30 * i, seed=i)) for i in range(2)]
+    rows = Predictor(out, encoder=str(copy)).predict(files)
+    assert all(row["label"] in r["emotions"] for row in rows)
+    assert rows == Predictor(out).predict(files)

@@ -17,7 +17,7 @@ from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
 from ser.errors import ConfigError, DataError, invalid_choice
 from ser.features.cache import FeatureCache
-from ser.features.encoder import SpeechEncoder
+from ser.features.encoder import EncoderInput, SpeechEncoder
 from ser.features.mel import LogMel, MelParams
 from ser.features.smile import SmileFunctionals, SmileLLD
 
@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 DATASET_KINDS = ("emodb", "ravdess", "folder", "manifest", "synthetic", "combined")
 # Front ends by name. A whitelist, not a `_target_`: model.json files (which anyone may share)
 # name their front end, and loading one must never run code the file names.
-FRONT_ENDS = ("mel", "smile_lld", "encoder")
+FRONT_ENDS = ("mel", "smile_lld", "encoder", "encoder_input")
+# What identifies a speech encoder's features beyond its name: the weights that made the hidden
+# layers, or the extractor settings that made the encoder's input. Recorded at export.
+DIGESTS = {"encoder": "weights_digest", "encoder_input": "extractor_digest"}
 
 
 def load_corpus(spec, cache_dir: str | Path) -> Corpus:
@@ -62,7 +65,8 @@ def _load(kind: str, spec, cache_dir) -> Corpus:
 def front_end_from(cfg_features):
     """The front end a `features` config (or a model.json's copy of it) describes: log-mel
     (`kind: mel`) or openSMILE's frame-level descriptors (`kind: smile_lld`), both (rows, frames),
-    or a pretrained speech encoder's hidden layers (`kind: encoder`), (layers, dim, frames)."""
+    or a pretrained speech encoder's hidden layers (`kind: encoder`), (layers, dim, frames), or
+    what that encoder takes, for fine-tuning it (`kind: encoder_input`), (rows, frames)."""
     kind = cfg_features["kind"]
     durations = {"min_duration": cfg_features["min_duration"], "max_duration": cfg_features["max_duration"]}
     if kind == "smile_lld":
@@ -71,6 +75,8 @@ def front_end_from(cfg_features):
     if kind == "encoder":
         e = cfg_features["encoder"]
         return SpeechEncoder(name=str(e["name"]), window=e["window"], **durations)
+    if kind == "encoder_input":
+        return EncoderInput(name=str(cfg_features["encoder"]["name"]), **durations)
     if kind == "mel":
         mel = MelParams(**{k: cfg_features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
         return LogMel(mel=mel, **durations)

@@ -10,6 +10,10 @@ Whisper is trained on 30-s windows and transformers insists on them; by default 
 native`) it runs at the clip's own length with its positional table cut to that length, 10x faster
 on a 2-s clip; `window: padded` pads to 30 s as Whisper was trained and keeps the clip's frames.
 What the choice does to accuracy is measured in docs/benchmarks.md.
+
+`EncoderInput` is the other front end here: what the encoder itself takes (Whisper's 80-mel log
+spectrogram, or wav2vec-family models' normalised waveform), cached per clip for a model that
+fine-tunes the encoder (model=encoder_finetune), which cannot start from frozen hidden states.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ser.errors import BadAudio, PretrainedWeightsUnavailable
 from ser.features.audio import load_audio
 
 _LOADED: dict[str, tuple] = {}  # name -> (feature extractor, encoder, digest): load once per process
+_EXTRACTORS: dict[str, tuple] = {}  # name -> (feature extractor, model type): no weights read
 
 
 def load_encoder(name: str):
@@ -50,6 +55,20 @@ def load_encoder(name: str):
     return _LOADED[name]
 
 
+def load_extractor(name: str):
+    """(feature extractor, model type) for a hub id or a local dir, without reading any weights."""
+    if name not in _EXTRACTORS:
+        try:
+            _EXTRACTORS[name] = (AutoFeatureExtractor.from_pretrained(name), AutoConfig.from_pretrained(name).model_type)
+        except (OSError, ValueError) as err:
+            raise PretrainedWeightsUnavailable(
+                f"cannot load the feature extractor of {name!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+                "Set features.encoder.name to a local directory in transformers' format (for example "
+                "../shared/models/whisper-tiny.en) or to a hub id in your Hugging Face cache."
+            ) from None
+    return _EXTRACTORS[name]
+
+
 def weights_digest(module: nn.Module) -> str:
     """SHA-256 over the parameter names and bytes: the same weights give the same digest, whatever
     file or hub id they came from."""
@@ -61,7 +80,7 @@ def weights_digest(module: nn.Module) -> str:
 
 
 @contextmanager
-def _whisper_at_length(encoder, frames: int):
+def whisper_at_length(encoder, frames: int):
     """Let a Whisper encoder take `frames` mel frames instead of 3000: cut its positional table to
     the first frames/2 positions for the duration of the call."""
     full, limit = encoder.embed_positions, encoder.config.max_source_positions
@@ -92,7 +111,7 @@ def encode(name: str, y: np.ndarray, window: str = "native") -> np.ndarray:
                              output_hidden_states=True).hidden_states
             hidden = [h[:, :frames] for h in hidden]
         else:
-            with _whisper_at_length(encoder, x.shape[-1]):
+            with whisper_at_length(encoder, x.shape[-1]):
                 hidden = encoder(x, output_hidden_states=True).hidden_states
     else:
         x = extractor(y, sampling_rate=sr, return_tensors="pt")["input_values"]
@@ -139,3 +158,51 @@ class SpeechEncoder:
             return self.from_signal(y)
         except RuntimeError as err:  # e.g. a clip shorter than the encoder's receptive field
             raise BadAudio(path, f"the encoder cannot take this clip ({err})") from None
+
+
+def encoder_input(name: str, y: np.ndarray) -> np.ndarray:
+    """Mono waveform at the encoder's rate -> what the encoder takes, (rows, frames) float32:
+    Whisper's log-mel (80, an even number of frames, at the clip's own length), or the extractor's
+    normalised waveform (1, samples) for wav2vec 2.0, HuBERT, WavLM, data2vec-audio."""
+    extractor, model_type = load_extractor(name)
+    sr = extractor.sampling_rate
+    if model_type == "whisper":
+        x = extractor(y, sampling_rate=sr, return_tensors="np", padding="longest", truncation=False)["input_features"][0]
+        return x[:, : x.shape[-1] - x.shape[-1] % 2].astype(np.float32)
+    return extractor(y, sampling_rate=sr, return_tensors="np")["input_values"][0][None].astype(np.float32)
+
+
+@dataclass(frozen=True)
+class EncoderInput:
+    """Front end: the encoder's own input per clip (see `encoder_input`), for fine-tuning it."""
+
+    name: str
+    min_duration: float = 0.25
+    max_duration: float = 30.0
+    version: int = 1
+    kind: str = "encoder_input"
+
+    @property
+    def sr(self) -> int:
+        return load_extractor(self.name)[0].sampling_rate
+
+    @property
+    def digest(self) -> str:
+        """The extractor's settings: the same settings give the same inputs, whatever the name."""
+        settings = json.dumps(load_extractor(self.name)[0].to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(settings.encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "extractor_digest": self.digest, "model_type": load_extractor(self.name)[1],
+                "sr": self.sr, "min_duration": self.min_duration, "max_duration": self.max_duration,
+                "version": self.version}
+
+    def fingerprint(self) -> str:
+        keyed = {k: v for k, v in self.describe().items() if k != "name"}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+    def from_signal(self, y: np.ndarray) -> np.ndarray:
+        return encoder_input(self.name, y)
+
+    def compute(self, path: str) -> np.ndarray:
+        return self.from_signal(load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration))

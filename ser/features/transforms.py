@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ser.errors import ConfigError, DataError, invalid_choice
 
-NORMALIZATIONS = ("global", "speaker", "none")
+NORMALIZATIONS = ("global", "speaker", "none", "identity")
 PAD_MODES = ("zero", "repeat")
 RESIZE_METHODS = ("bilinear", "bicubic", "nearest", "area")
 
@@ -24,6 +24,8 @@ class FeatureNormalizer:
     is available at test time for a new speaker with a few unlabelled clips (it is transductive:
     results.json records it).
     mode="none": a fixed affine map of the [-80, 0] dB range to about [-2, 2].
+    mode="identity": the features as the front end gives them: a pretrained encoder's own input
+    (features=encoder_input), which its feature extractor has already scaled as the encoder expects.
     """
 
     def __init__(self, mode: str = "global", min_std: float = 1e-3):
@@ -53,6 +55,8 @@ class FeatureNormalizer:
     def __call__(self, x: torch.Tensor, speaker: str | None = None) -> torch.Tensor:
         if self.mode == "none":
             return (x + 40.0) / 20.0
+        if self.mode == "identity":
+            return x
         key = "*" if self.mode == "global" else speaker
         if key not in self.stats:
             raise KeyError(f"no normalisation statistics for speaker {speaker!r}")

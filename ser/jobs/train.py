@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser.config import check_train_config
-from ser.data.build import front_end_from, prepare
+from ser.data.build import DIGESTS, front_end_from, prepare
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import SERDataModule
 from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
@@ -128,8 +128,10 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     use = best.best_model_path if m.select == "best" else str(_last_checkpoint(trainer))
     model.load_state_dict(torch.load(use, map_location="cpu", weights_only=True)["state_dict"])
     front_end = OmegaConf.to_container(cfg.features, resolve=True)
-    if cfg.features.kind == "encoder":  # which weights made the features: Predictor refuses others
-        front_end["encoder"]["weights_digest"] = front_end_from(cfg.features).digest
+    if cfg.features.kind in DIGESTS:  # which weights (or extractor) made the features: Predictor refuses others
+        front_end["encoder"][DIGESTS[cfg.features.kind]] = front_end_from(cfg.features).digest
+    if hasattr(model.net, "encoder_config"):  # a fine-tuned encoder: its architecture travels with the weights
+        backbone = dict(backbone, encoder_config=model.net.encoder_config())
     spec = {"backbone": backbone, "emotions": data.emotions, "front_end": front_end,
             "input": OmegaConf.to_container(m.input, resolve=True), "trained_on": split.train_speakers}
     export_classifier(run_dir / "model", model.net, dm.normalizer, spec, functionals_normalizer=dm.functionals_normalizer)

@@ -1,4 +1,5 @@
-"""Backbones: timm models with single-channel input, and a compact CNN for CPU budgets.
+"""Backbones by name: timm models with single-channel input, our compact CNN/TDNNs for CPU
+budgets, the probe on a frozen encoder's layers (probe.py) and the fine-tuned encoder (finetune.py).
 
 Pretrained weights, in order of precedence:
   weights=/path/file (.safetensors/.pth/.bin)  a local checkpoint (timm or torchvision key names),
@@ -19,6 +20,9 @@ import torchvision
 from torch import nn
 
 from ser.errors import ConfigError, PretrainedWeightsUnavailable
+from ser.models.finetune import EncoderFinetune
+from ser.models.pooling import AttentiveStatsPool
+from ser.models.probe import EncoderProbe
 
 
 class SpectroCNN(nn.Module):
@@ -80,21 +84,6 @@ class TDNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
-class AttentiveStatsPool(nn.Module):
-    """Mean and standard deviation over time, weighted by a learned per-frame attention score
-    (Okabe et al. 2018): frames that carry the emotion count more than pauses and steady vowels."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.score = nn.Conv1d(channels, 1, 1)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, 2C)
-        w = torch.softmax(self.score(h), dim=-1)
-        mean = (h * w).sum(dim=-1)
-        std = ((h - mean.unsqueeze(-1)) ** 2 * w).sum(dim=-1).clamp_min(1e-6).sqrt()
-        return torch.cat([mean, std], dim=1)
-
-
 class HybridTDNN(nn.Module):
     """Two views of a clip: a TDNN with attentive statistics pooling over its frame-level
     descriptors, and a dropout-regularised projection of its openSMILE functionals; one head
@@ -130,40 +119,6 @@ class HybridTDNN(nn.Module):
         return self.head(self.forward_features(x))
 
 
-class EncoderProbe(nn.Module):
-    """A probe on a frozen speech encoder's hidden layers (SUPERB-style): a learned softmax weighting
-    of the layers, (optionally) a 1x1 projection, attentive statistics pooling over time, and a
-    linear head on the batch-normalised statistics.
-
-    Input: (B, in_chans = the encoder's layers, feat_dim = its width, T) from features=encoder.
-    Which layers carry emotion is learned on the training speakers (`layer_weights()`, saved in
-    results.json), never picked on test folds. `channels=None` pools the encoder's own dimensions
-    (a linear probe with learned layer weights and attention); a number projects to that many first.
-    """
-
-    def __init__(self, num_classes: int, in_chans: int, feat_dim: int, channels: int | None = None,
-                 input_dropout: float = 0.1, drop_rate: float = 0.3):
-        super().__init__()
-        self.layer_logits = nn.Parameter(torch.zeros(in_chans))
-        width = channels or feat_dim
-        self.project = nn.Dropout(input_dropout) if channels is None else nn.Sequential(
-            nn.Dropout(input_dropout), nn.Conv1d(feat_dim, channels, 1), nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
-        self.pool = AttentiveStatsPool(width)
-        self.num_features = 2 * width
-        self.head = nn.Sequential(nn.BatchNorm1d(self.num_features), nn.Dropout(drop_rate),
-                                  nn.Linear(self.num_features, num_classes))
-
-    def layer_weights(self) -> torch.Tensor:
-        return torch.softmax(self.layer_logits, dim=0)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        mixed = (x * self.layer_weights().view(1, -1, 1, 1)).sum(dim=1)  # (B, dim, T)
-        return self.pool(self.project(mixed))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
-
-
 class DeepEnsemble(nn.Module):
     """N copies of a network with different initialisations, trained side by side on the same
     batches (each with its own loss) and averaged at prediction time.
@@ -196,6 +151,8 @@ def learned_layer_weights(net: nn.Module) -> list[list[float]] | None:
 # Our own architectures by name; any other `arch` is a timm model name. A whitelist, not a
 # `_target_`: exported model.json files name their arch, and loading one must not run code it names.
 OURS = {"spectro_cnn": SpectroCNN, "mel_tdnn": TDNN, "hybrid_tdnn": HybridTDNN, "encoder_probe": EncoderProbe}
+# Architectures whose `pretrained` means a speech encoder's weights (loaded by its own name).
+ENCODER_MODELS = {"encoder_finetune": EncoderFinetune}
 
 
 def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: bool = False,
@@ -203,6 +160,8 @@ def build_backbone(arch: str, num_classes: int, in_chans: int = 1, pretrained: b
     if ensemble > 1:
         return DeepEnsemble([build_backbone(arch, num_classes, in_chans, pretrained, weights, drop_rate, **kwargs)
                              for _ in range(ensemble)])
+    if arch in ENCODER_MODELS:
+        return ENCODER_MODELS[arch](num_classes, in_chans=in_chans, drop_rate=drop_rate, pretrained=pretrained, **kwargs)
     if arch in OURS:
         if pretrained or weights:
             raise ConfigError(f"{arch} has no pretrained weights; set model.pretrained=false")

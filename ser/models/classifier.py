@@ -77,7 +77,11 @@ class EmotionClassifier(pl.LightningModule):
         return torch.softmax(self(x).float(), dim=-1)
 
     def configure_optimizers(self):
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        # A network with layer-wise learning rates (a fine-tuned encoder) gives its parameter groups;
+        # each carries `lr_scale`, its lr relative to the optimizer's.
+        lr = self.hparams.optimizer["lr"]
+        groups = self.net.param_groups(lr) if hasattr(self.net, "param_groups") else None
+        optimizer = instantiate(self.hparams.optimizer)(params=groups or self.parameters())
         if not self.hparams.scheduler:
             return optimizer
         schedule = instantiate(self.hparams.scheduler["schedule"])
@@ -86,6 +90,9 @@ class EmotionClassifier(pl.LightningModule):
             # `total_steps: null` (one-cycle): the run's length in optimizer steps, which only the
             # Trainer knows once it has seen the data.
             runtime["total_steps"] = self.trainer.estimated_stepping_batches
+        if groups and "max_lr" in schedule.keywords:
+            # One-cycle sets every group to the same peak unless told each group's own.
+            runtime["max_lr"] = [schedule.keywords["max_lr"] * g["lr_scale"] for g in optimizer.param_groups]
         scheduler = schedule(optimizer, **runtime)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler["interval"]}}

@@ -1,0 +1,42 @@
+"""A probe on a speech encoder's hidden layers: which layers, which frames, which emotion."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ser.models.pooling import AttentiveStatsPool
+
+
+class EncoderProbe(nn.Module):
+    """A probe on a frozen speech encoder's hidden layers (SUPERB-style): a learned softmax weighting
+    of the layers, (optionally) a 1x1 projection, attentive statistics pooling over time, and a
+    linear head on the batch-normalised statistics.
+
+    Input: (B, in_chans = the encoder's layers, feat_dim = its width, T) from features=encoder.
+    Which layers carry emotion is learned on the training speakers (`layer_weights()`, saved in
+    results.json), never picked on test folds. `channels=None` pools the encoder's own dimensions
+    (a linear probe with learned layer weights and attention); a number projects to that many first.
+    """
+
+    def __init__(self, num_classes: int, in_chans: int, feat_dim: int, channels: int | None = None,
+                 input_dropout: float = 0.1, drop_rate: float = 0.3):
+        super().__init__()
+        self.layer_logits = nn.Parameter(torch.zeros(in_chans))
+        width = channels or feat_dim
+        self.project = nn.Dropout(input_dropout) if channels is None else nn.Sequential(
+            nn.Dropout(input_dropout), nn.Conv1d(feat_dim, channels, 1), nn.BatchNorm1d(channels), nn.ReLU(inplace=True))
+        self.pool = AttentiveStatsPool(width)
+        self.num_features = 2 * width
+        self.head = nn.Sequential(nn.BatchNorm1d(self.num_features), nn.Dropout(drop_rate),
+                                  nn.Linear(self.num_features, num_classes))
+
+    def layer_weights(self) -> torch.Tensor:
+        return torch.softmax(self.layer_logits, dim=0)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = (x * self.layer_weights().view(1, -1, 1, 1)).sum(dim=1)  # (B, dim, T)
+        return self.pool(self.project(mixed))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
