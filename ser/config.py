@@ -47,6 +47,9 @@ def check_train_config(cfg: DictConfig) -> None:
         for name in input_names(cfg.model.inputs):
             if name not in CLASSICAL_INPUTS:
                 raise invalid_choice("model.inputs", name, CLASSICAL_INPUTS)
+        vw = cfg.model.view_weights
+        if isinstance(vw, str) and vw != "balanced":
+            raise invalid_choice("model.view_weights", vw, ["null", "balanced", "[w1, w2, ...]"])
     _check_encoder(cfg)
     _check_synthetic(cfg)
 

@@ -186,6 +186,7 @@ def test_combinations_that_cannot_work_are_refused_before_any_work(tmp_path, mon
     monkeypatch.setattr(ser.jobs.train, "prepare", lambda *a, **k: (_ for _ in ()).throw(AssertionError("work started")))
     for overrides, message in [
         (["model.select=best", "split.n_val_speakers=0"], "split.n_val_speakers=0 leaves none"),
+        (["model=egemaps_svm", "model.view_weights=balance"], "choose one of: null, balanced"),
         (["aug=ddpm", "model=egemaps_svm"], "is classical"),
         (["model=hybrid_tdnn"], "reads per-clip openSMILE functionals"),
     ]:

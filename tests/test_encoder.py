@@ -170,6 +170,14 @@ def test_fusion_of_pooled_layers_and_functionals(encoders, tmp_path, cache_dir):
               "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02",
               f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path)
     assert r["inputs"] == ["encoder_layers", "functionals"] and r["n_features"] == 3 * 32 + 88
+    assert r["view_weights"] == [1.0, 1.0]
+    balanced = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+                     f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear",
+                     "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02", "model.view_weights=balanced",
+                     f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path / "balanced")
+    # 96 and 88 columns: weights proportional to 1/sqrt(dim), averaging 1
+    w = np.array([96, 88]) ** -0.5
+    assert balanced["view_weights"] == [round(x, 4) for x in (w / w.mean()).tolist()]
     with pytest.raises(ConfigError, match="choose one of: functionals, encoder_layers"):
         train("features=encoder", "model=encoder_linear", "model.inputs=[encoder_layers,mfcc]", output_dir=tmp_path)
 
@@ -184,6 +192,16 @@ def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):
                                (["model.input.normalization=identity"], "only an encoder's own input")]:
         with pytest.raises(ConfigError, match=message):
             train(*overrides, output_dir=tmp_path)
+
+
+def test_view_weights_balance_the_fused_views():
+    from ser.models.classical import view_weights
+
+    w = view_weights("balanced", [3840, 6373])
+    assert w.mean() == pytest.approx(1.0) and (w[0] ** 2 * 3840) == pytest.approx(w[1] ** 2 * 6373)
+    assert view_weights(None, [4, 9]).tolist() == [1.0, 1.0] and view_weights([2, 0.5], [4, 9]).tolist() == [2.0, 0.5]
+    with pytest.raises(ConfigError, match="one positive weight per input"):
+        view_weights([1.0], [4, 9])
 
 
 def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.preprocessing import StandardScaler
 
-from ser.errors import DataError
+from ser.errors import ConfigError, DataError
 from ser.features.cache import FeatureCache
 from ser.features.smile import SmileFunctionals
 
@@ -66,6 +66,22 @@ def input_names(inputs) -> list[str]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
+def view_weights(spec, dims: list[int]) -> np.ndarray:
+    """Each fused view's weight on its standardised columns. `balanced`: 1/sqrt(dim), scaled so the
+    views' weights average 1, giving every view the same total variance; an L2-penalised linear
+    model then no longer favours the view with more columns. A list gives the weights as they are."""
+    if spec is None:
+        return np.ones(len(dims))
+    if spec == "balanced":
+        w = 1.0 / np.sqrt(np.asarray(dims, dtype=float))
+        return w / w.mean()
+    weights = np.asarray(list(spec), dtype=float)
+    if len(weights) != len(dims) or (weights <= 0).any():
+        raise ConfigError(f"model.view_weights={list(spec)} needs one positive weight per input ({len(dims)}: "
+                          "model.inputs), or balanced, or null")
+    return weights
+
+
 def fit_predict_classical(cfg, data, split):
     """Train on the split's training clips (validation clips join them: no model selection here).
     The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
@@ -79,6 +95,11 @@ def fit_predict_classical(cfg, data, split):
     x = np.concatenate(parts, axis=1)
     train = np.concatenate([split.train, split.val])
     scaler = StandardScaler().fit(x[train])
+    columns = np.repeat(view_weights(m.view_weights, [p.shape[1] for p in parts]), [p.shape[1] for p in parts])
+
+    def inputs(rows):  # standardised on the training clips, each view's columns times its weight
+        return scaler.transform(x[rows]) * columns
+
     classifier = instantiate(m.classifier)
     search = None
     if m.search:
@@ -86,11 +107,11 @@ def fit_predict_classical(cfg, data, split):
         # by UA: the test speakers never influence the choice.
         classifier = GridSearchCV(classifier, OmegaConf.to_container(m.search), cv=LeaveOneGroupOut(),
                                   scoring="balanced_accuracy")
-        classifier.fit(scaler.transform(x[train]), data.labels[train], groups=np.asarray(data.speakers)[train])
+        classifier.fit(inputs(train), data.labels[train], groups=np.asarray(data.speakers)[train])
         search = {"chosen": classifier.best_params_, "inner_ua": round(float(classifier.best_score_), 4)}
     else:
-        classifier.fit(scaler.transform(x[train]), data.labels[train])
-    scores = classifier.decision_function(scaler.transform(x[split.test]))
+        classifier.fit(inputs(train), data.labels[train])
+    scores = classifier.decision_function(inputs(split.test))
     # Map decision scores to per-class pseudo-probabilities (argmax unchanged) for a uniform results format.
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = np.zeros((len(split.test), len(data.emotions)))
@@ -98,5 +119,7 @@ def fit_predict_classical(cfg, data, split):
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
              "n_features": int(x.shape[1]), "feature_set": m.feature_set if "functionals" in names else None,
-             "layers": m.layers if "encoder_layers" in names else None, "search": search}
+             "layers": m.layers if "encoder_layers" in names else None, "search": search,
+             "view_weights": [round(float(w), 4) for w in view_weights(m.view_weights, [p.shape[1] for p in parts])]
+             if len(parts) > 1 else None}
     return probs, extra
