@@ -160,6 +160,11 @@ def test_linear_probe_on_pooled_layers(encoders, tmp_path, cache_dir):
             assert r["search"] is None
         else:  # chosen on the 3 training + validation speakers, never on the test speaker
             assert r["search"]["chosen"]["C"] in (0.01, 1.0) and 0 <= r["search"]["inner_ua"] <= 1
+            assert r["search"]["inner_cv"] == "leave-one-speaker-out"
+    r = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+              f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear", "model.search={C:[0.01,1.0]}",
+              "model.search_folds=2", f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path / "k")
+    assert r["search"]["inner_cv"] == "2 speaker-disjoint folds"
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
+from sklearn.model_selection import GridSearchCV, GroupKFold, LeaveOneGroupOut
 from sklearn.preprocessing import StandardScaler
 
 from ser.errors import ConfigError, DataError
@@ -103,12 +103,14 @@ def fit_predict_classical(cfg, data, split):
     classifier = instantiate(m.classifier)
     search = None
     if m.search:
-        # Hyper-parameters chosen by leave-one-speaker-out over the training speakers alone, scored
-        # by UA: the test speakers never influence the choice.
-        classifier = GridSearchCV(classifier, OmegaConf.to_container(m.search), cv=LeaveOneGroupOut(),
-                                  scoring="balanced_accuracy")
+        # Hyper-parameters chosen by cross-validation over the training speakers alone (leave one
+        # out, or `search_folds` speaker-disjoint folds), scored by UA: the test speakers never
+        # influence the choice.
+        inner = LeaveOneGroupOut() if m.search_folds is None else GroupKFold(n_splits=m.search_folds)
+        classifier = GridSearchCV(classifier, OmegaConf.to_container(m.search), cv=inner, scoring="balanced_accuracy")
         classifier.fit(inputs(train), data.labels[train], groups=np.asarray(data.speakers)[train])
-        search = {"chosen": classifier.best_params_, "inner_ua": round(float(classifier.best_score_), 4)}
+        search = {"chosen": classifier.best_params_, "inner_ua": round(float(classifier.best_score_), 4),
+                  "inner_cv": "leave-one-speaker-out" if m.search_folds is None else f"{m.search_folds} speaker-disjoint folds"}
     else:
         classifier.fit(inputs(train), data.labels[train])
     scores = classifier.decision_function(inputs(split.test))
