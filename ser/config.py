@@ -17,7 +17,7 @@ from ser.data.splits import PROTOCOLS
 from ser.diffusion.generator import SAMPLERS
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
-from ser.models.classical import input_names
+from ser.models.classical import FUSIONS, input_names
 from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -47,6 +47,7 @@ def check_train_config(cfg: DictConfig) -> None:
         for name in input_names(cfg.model.inputs):
             if name not in CLASSICAL_INPUTS:
                 raise invalid_choice("model.inputs", name, CLASSICAL_INPUTS)
+        _choice(cfg, "model.fusion", FUSIONS)
         vw = cfg.model.view_weights
         if isinstance(vw, str) and vw != "balanced":
             raise invalid_choice("model.view_weights", vw, ["null", "balanced", "[w1, w2, ...]"])
@@ -150,8 +151,9 @@ def _check_encoder(cfg: DictConfig) -> None:
     if on_encoder and m.kind == "neural" and m.backbone.arch not in ENCODER_ARCHS:
         raise ConfigError(f"features=encoder gives (layers, dim, frames) per clip, which model={m.name} does not "
                           f"read; use model=encoder_probe or model=encoder_linear")
-    if reads_layers and m.kind == "classical" and not (m.layers == "all" or isinstance(m.layers, int)):
-        raise ConfigError(f"model.layers={m.layers!r}: use all or a layer index (0 = the input embeddings)")
+    if reads_layers and m.kind == "classical" and not (m.layers in ("all", "each") or isinstance(m.layers, int)):
+        raise ConfigError(f"model.layers={m.layers!r}: use all, each (one view per layer) or a layer index "
+                          "(0 = the input embeddings)")
 
 
 def _check_synthetic(cfg: DictConfig) -> None:

@@ -175,14 +175,22 @@ def test_fusion_of_pooled_layers_and_functionals(encoders, tmp_path, cache_dir):
               "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02",
               f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path)
     assert r["inputs"] == ["encoder_layers", "functionals"] and r["n_features"] == 3 * 32 + 88
-    assert r["view_weights"] == [1.0, 1.0]
+    assert r["fusion"] == {"kind": "early", "views": ["layers all", "eGeMAPSv02"], "weights": [1.0, 1.0]}
     balanced = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
                      f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear",
                      "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02", "model.view_weights=balanced",
                      f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=tmp_path / "balanced")
     # 96 and 88 columns: weights proportional to 1/sqrt(dim), averaging 1
     w = np.array([96, 88]) ** -0.5
-    assert balanced["view_weights"] == [round(x, 4) for x in (w / w.mean()).tolist()]
+    assert balanced["fusion"]["weights"] == [round(x, 4) for x in (w / w.mean()).tolist()]
+    # Late fusion, every layer its own view: one classifier per view, probabilities averaged.
+    late = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+                 f"features.encoder.name={encoders['wav2vec2']}", "model=encoder_linear", "model.layers=each",
+                 "model.inputs=[encoder_layers,functionals]", "model.feature_set=eGeMAPSv02", "model.fusion=late",
+                 "model.search={C:[0.01,1.0]}", f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20",
+                 output_dir=tmp_path / "late")
+    assert late["fusion"] == {"kind": "late", "views": ["layer 0", "layer 1", "layer 2", "eGeMAPSv02"], "weights": [1.0] * 4}
+    assert set(late["search"]) == {"layer 0", "layer 1", "layer 2", "eGeMAPSv02"} and late["n_features"] == 3 * 32 + 88
     with pytest.raises(ConfigError, match="choose one of: functionals, encoder_layers"):
         train("features=encoder", "model=encoder_linear", "model.inputs=[encoder_layers,mfcc]", output_dir=tmp_path)
 
@@ -192,6 +200,7 @@ def test_models_and_front_ends_that_do_not_fit_are_refused(tmp_path):
                                (["model=encoder_linear"], "set features=encoder"),
                                (["features=encoder"], "model=encoder_probe or model=encoder_linear"),
                                (["features=encoder", "model=encoder_linear", "model.layers=middle"], "a layer index"),
+                               (["features=encoder", "model=encoder_linear", "model.fusion=mid"], "choose one of: early, late"),
                                (["model=encoder_finetune"], "use both together"),
                                (["features=encoder_input", "model=mel_tdnn"], "use both together"),
                                (["model.input.normalization=identity"], "only an encoder's own input")]:
@@ -204,8 +213,9 @@ def test_view_weights_balance_the_fused_views():
 
     w = view_weights("balanced", [3840, 6373])
     assert w.mean() == pytest.approx(1.0) and (w[0] ** 2 * 3840) == pytest.approx(w[1] ** 2 * 6373)
+    assert view_weights("balanced", [3840, 6373], fusion="late").tolist() == [1.0, 1.0]  # late: the plain mean
     assert view_weights(None, [4, 9]).tolist() == [1.0, 1.0] and view_weights([2, 0.5], [4, 9]).tolist() == [2.0, 0.5]
-    with pytest.raises(ConfigError, match="one positive weight per input"):
+    with pytest.raises(ConfigError, match="one positive weight per view"):
         view_weights([1.0], [4, 9])
 
 

@@ -61,47 +61,57 @@ def _functionals(cfg, data) -> np.ndarray:
     return np.nan_to_num(np.stack([feats[p] for p in paths]).astype(np.float64))
 
 
+FUSIONS = ("early", "late")  # one classifier on the concatenated views | one per view, probabilities averaged
+
+
 def input_names(inputs) -> list[str]:
-    """`model.inputs`: one name, or a list of them (fused by concatenation)."""
+    """`model.inputs`: one name, or a list of them (fused: `model.fusion`)."""
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
-def view_weights(spec, dims: list[int]) -> np.ndarray:
-    """Each fused view's weight on its standardised columns. `balanced`: 1/sqrt(dim), scaled so the
-    views' weights average 1, giving every view the same total variance; an L2-penalised linear
-    model then no longer favours the view with more columns. A list gives the weights as they are."""
-    if spec is None:
+def clip_views(cfg, data) -> list[tuple[str, np.ndarray]]:
+    """(name, clips x columns) per view: the functionals, the pooled encoder layers (all layers as
+    one view, one layer, or with `model.layers: each` every layer its own view)."""
+    m, views = cfg.model, []
+    for name in input_names(m.inputs):
+        if name == "functionals":
+            views.append((m.feature_set, _functionals(cfg, data)))
+        elif m.layers == "each":
+            views += [(f"layer {i}", pooled_layers(data.features, i)) for i in range(data.features[0].shape[0])]
+        else:
+            views.append((f"layers {m.layers}", pooled_layers(data.features, m.layers)))
+    return views
+
+
+def view_weights(spec, dims: list[int], fusion: str = "early") -> np.ndarray:
+    """Each view's weight. Early fusion scales the view's standardised columns: `balanced` is
+    1/sqrt(dim), averaging 1, which gives every view the same total variance, so an L2-penalised
+    linear model no longer favours the view with more columns. Late fusion weights the views'
+    probabilities in the average: `balanced` (or null) is the plain mean. A list is used as given."""
+    if spec is None or (spec == "balanced" and fusion == "late"):
         return np.ones(len(dims))
     if spec == "balanced":
         w = 1.0 / np.sqrt(np.asarray(dims, dtype=float))
         return w / w.mean()
     weights = np.asarray(list(spec), dtype=float)
     if len(weights) != len(dims) or (weights <= 0).any():
-        raise ConfigError(f"model.view_weights={list(spec)} needs one positive weight per input ({len(dims)}: "
-                          "model.inputs), or balanced, or null")
+        raise ConfigError(f"model.view_weights={list(spec)} needs one positive weight per view ({len(dims)}: "
+                          "model.inputs, with model.layers=each one per layer), or balanced, or null")
     return weights
 
 
-def fit_predict_classical(cfg, data, split):
-    """Train on the split's training clips (validation clips join them: no model selection here).
-    The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
-    the run's speech encoder (`encoder_layers`, with features=encoder), or both side by side
-    (`[encoder_layers, functionals]`: fusion), each standardised on its own first."""
-    m, names = cfg.model, input_names(cfg.model.inputs)
-    parts = [_functionals(cfg, data) if name == "functionals" else pooled_layers(data.features, m.layers)
-             for name in names]
-    if m.speaker_norm:
-        parts = [standardize_per_speaker(x, data.speakers) for x in parts]
-    x = np.concatenate(parts, axis=1)
-    train = np.concatenate([split.train, split.val])
+def _fit_view(cfg, x, data, split, train, columns: np.ndarray | None = None) -> tuple[np.ndarray, dict | None]:
+    """One classifier (with its hyper-parameter search) on one matrix, standardised on the training
+    clips and then each column times its weight (`columns`; early fusion's view weights): the test
+    clips' class pseudo-probabilities and what the search chose."""
+    m = cfg.model
     scaler = StandardScaler().fit(x[train])
-    columns = np.repeat(view_weights(m.view_weights, [p.shape[1] for p in parts]), [p.shape[1] for p in parts])
+    columns = np.ones(x.shape[1]) if columns is None else columns
 
-    def inputs(rows):  # standardised on the training clips, each view's columns times its weight
+    def inputs(rows):
         return scaler.transform(x[rows]) * columns
 
-    classifier = instantiate(m.classifier)
-    search = None
+    classifier, search = instantiate(m.classifier), None
     if m.search:
         # Hyper-parameters chosen by cross-validation over the training speakers alone (leave one
         # out, or `search_folds` speaker-disjoint folds), scored by UA: the test speakers never
@@ -114,14 +124,39 @@ def fit_predict_classical(cfg, data, split):
     else:
         classifier.fit(inputs(train), data.labels[train])
     scores = classifier.decision_function(inputs(split.test))
-    # Map decision scores to per-class pseudo-probabilities (argmax unchanged) for a uniform results format.
+    # Decision scores -> per-class pseudo-probabilities (argmax unchanged): one results format for
+    # every classifier, and what late fusion averages.
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = np.zeros((len(split.test), len(data.emotions)))
     probs[:, classifier.classes_] = scores / scores.sum(axis=1, keepdims=True)
+    return probs, search
+
+
+def fit_predict_classical(cfg, data, split):
+    """Train on the split's training clips (validation clips join them: no model selection here).
+    The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
+    the run's speech encoder (`encoder_layers`, with features=encoder), or several views
+    (`[encoder_layers, functionals]`, or `model.layers: each`), each standardised on its own first,
+    then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
+    view with their probabilities averaged (`late`)."""
+    m, names = cfg.model, input_names(cfg.model.inputs)
+    views = clip_views(cfg, data)
+    if m.speaker_norm:
+        views = [(name, standardize_per_speaker(x, data.speakers)) for name, x in views]
+    dims = [x.shape[1] for _, x in views]
+    weights = view_weights(m.view_weights, dims, m.fusion)
+    train = np.concatenate([split.train, split.val])
+    if m.fusion == "early" or len(views) == 1:
+        x = np.concatenate([x for _, x in views], axis=1)
+        probs, search = _fit_view(cfg, x, data, split, train, columns=np.repeat(weights, dims))
+    else:
+        fitted = [_fit_view(cfg, x, data, split, train) for _, x in views]
+        probs = sum(w * p for w, (p, _) in zip(weights, fitted)) / weights.sum()
+        search = {name: s for (name, _), (_, s) in zip(views, fitted)} if m.search else None
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
-             "n_features": int(x.shape[1]), "feature_set": m.feature_set if "functionals" in names else None,
+             "n_features": int(sum(dims)), "feature_set": m.feature_set if "functionals" in names else None,
              "layers": m.layers if "encoder_layers" in names else None, "search": search,
-             "view_weights": [round(float(w), 4) for w in view_weights(m.view_weights, [p.shape[1] for p in parts])]
-             if len(parts) > 1 else None}
+             "fusion": {"kind": m.fusion, "views": [name for name, _ in views],
+                        "weights": [round(float(w), 4) for w in weights]} if len(views) > 1 else None}
     return probs, extra
