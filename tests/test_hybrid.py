@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from conftest import TINY_TRAINING, tone, train, write_wav
 from ser.errors import ConfigError, DataError
 from ser.features.transforms import FeatureNormalizer, FunctionalsNormalizer, collate_inputs
-from ser.models.backbones import HybridTDNN, build_backbone
+from ser.models.backbones import build_backbone
 from ser.models.classifier import EmotionClassifier
 from ser.models.export import embed, export_classifier, load_classifier, load_functionals_normalizer, predict_proba
 
