@@ -20,14 +20,19 @@ def compose_train(*overrides):
         return compose("train", overrides=list(overrides), return_hydra_config=True)
 
 
-@pytest.mark.parametrize("group", ["dataset", "model", "model/optimizer", "model/scheduler", "aug", "split",
+@pytest.mark.parametrize("group", ["dataset", "model", "model/optimizer", "model/scheduler", "model/classifier", "aug", "split",
                                    "hardware", "trainer", "callbacks", "logger", "diffusion", "features"])
 def test_every_group_option_composes_and_names_importable_targets(group):
     options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
     assert options
+    # A classical model's classifier is a group of that model (the default model is a network).
+    model = ["model=encoder_linear"] if group == "model/classifier" else []
     for option in options:
-        cfg = compose_train(f"{group}={option}", "paths.root_dir=/project")
+        cfg = compose_train(*model, f"{group}={option}", "paths.root_dir=/project")
         check_targets(cfg)  # every _target_ in the composed config imports
+        if group == "model/classifier":
+            assert instantiate(cfg.model.classifier).__class__.__name__ in {"SVC", "LogisticRegression",
+                                                                             "LinearDiscriminantAnalysis"}
 
 
 def test_optimizer_and_scheduler_configs_build_what_they_name():
