@@ -52,7 +52,7 @@ def test_optimizer_and_scheduler_configs_build_what_they_name():
     ("emodb_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
     ("emodb_lld_cpu", "emodb", "mel_tdnn", "loso", "range(10)"),
     ("emodb_hybrid_cpu", "emodb", "hybrid_tdnn", "loso", "range(10)"),
-    ("emodb_encoder_cpu", "emodb", "encoder_linear", "loso", "range(10)"),
+    ("emodb_encoder_cpu", "emodb", "encoder_lda", "loso", "range(10)"),
     ("ravdess_encoder_cpu", "ravdess", "encoder_linear", "listed", "range(6)"),
     ("ravdess_cpu", "ravdess", "mel_tdnn", "listed", "range(6)"),
     ("emodb_seed", "emodb", "resnet50", "loso", "range(10)"),
