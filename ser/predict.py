@@ -24,7 +24,10 @@ import torch
 from ser.data.build import DIGESTS, front_end_from, functionals_front_end, with_channels
 from ser.errors import BadAudio, ConfigError, PretrainedWeightsUnavailable, SerError
 from ser.features.audio import load_audio
+from ser.features.smile import SmileFunctionals
+from ser.models.classical import clip_views, input_names, standardize_per_speaker
 from ser.models.export import eval_pipeline, load_classifier, load_functionals_normalizer, model_dir_of, predict_proba
+from ser.models.linear_model import LinearModel
 
 
 class Predictor:
@@ -32,16 +35,23 @@ class Predictor:
         """`encoder`: where the run's speech encoder is (a hub id or local dir) when it is not where
         the run found it; its weights must be the ones the model was trained on."""
         model_dir = model_dir_of(run_dir)
-        self.net, self.normalizer, self.spec = load_classifier(model_dir)
-        self.emotions = self.spec["emotions"]
+        self.spec = json.loads((model_dir / "model.json").read_text())
         fe = self.spec["front_end"]
         # The features the model was trained on: log-mel, openSMILE LLDs, or a speech encoder's layers.
         self.front_end = _encoder_front_end(fe, encoder) if fe["kind"] in DIGESTS else front_end_from(fe)
+        self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
+        self.emotions, self.device = self.spec["emotions"], device
+        if self.spec.get("kind") == "linear":  # the classical path: a linear classifier on clip vectors
+            self.linear, _ = LinearModel.load(model_dir)
+            m = self.spec["model"]
+            self.functionals = (SmileFunctionals(m["feature_set"], fe["sr"], fe["min_duration"], fe["max_duration"])
+                                if "functionals" in input_names(m["inputs"]) else None)
+            return
+        self.linear = None
+        self.net, self.normalizer, self.spec = load_classifier(model_dir)
         self.functionals = functionals_front_end(fe)  # and per-clip functionals, for models that read them too
         self.functionals_normalizer = load_functionals_normalizer(model_dir, self.spec)
-        self.min_duration, self.max_duration = fe["min_duration"], fe["max_duration"]
         self.pipeline = eval_pipeline(self.normalizer, self.spec)
-        self.device = device
 
     def _features(self, y: np.ndarray):
         frames = with_channels(torch.from_numpy(self.front_end.from_signal(y)))
@@ -74,7 +84,9 @@ class Predictor:
                 decoded[p] = self._segments(p, window, hop)
             except BadAudio as err:
                 results[p] = {"path": p, "error": err.reason}
-        if self.normalizer.mode == "speaker":
+        if self.linear is not None:
+            probs = self._linear_proba(decoded, per_file_norm)
+        elif self.normalizer.mode == "speaker":
             # Speaker normalisation needs the speaker's statistics: the files scored together are
             # taken to be one speaker, unless per_file_norm treats each file as its own.
             groups = {p: [p] for p in decoded} if per_file_norm else {"*": list(decoded)}
@@ -85,17 +97,39 @@ class Predictor:
                     if self.functionals_normalizer is not None:
                         self.functionals_normalizer.add_speaker(key, [v for _, _, _, v in segs])
         for p, segs in decoded.items():
-            speaker = p if per_file_norm else "*"
-            probs = predict_proba(self.net, self._inputs(segs, speaker), device=self.device).numpy()
-            mean = probs.mean(axis=0)
+            if self.linear is not None:
+                probs_p = probs[p]
+            else:
+                speaker = p if per_file_norm else "*"
+                probs_p = predict_proba(self.net, self._inputs(segs, speaker), device=self.device).numpy()
+            mean = probs_p.mean(axis=0)
             out = {"path": p, "label": self.emotions[int(mean.argmax())],
                    "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, mean)}}
             if window:
                 out["windows"] = [{"start": round(a, 3), "end": round(b, 3), "label": self.emotions[int(q.argmax())],
                                    "probabilities": {e: round(float(v), 4) for e, v in zip(self.emotions, q)}}
-                                  for (a, b, _, _), q in zip(segs, probs)]
+                                  for (a, b, _, _), q in zip(segs, probs_p)]
             results[p] = out
         return [results[str(p)] for p in paths]
+
+
+    def _linear_proba(self, decoded: dict, per_file_norm: bool) -> dict:
+        """Per file, its segments' probabilities from the linear classifier. As for the networks,
+        per-speaker standardisation takes the files scored together as one speaker (or, with
+        per_file_norm, each file as its own), so score several clips of a speaker at once."""
+        m, out = self.spec["model"], {}
+        groups = [[p] for p in decoded] if per_file_norm else [list(decoded)]
+        for members in filter(None, groups):
+            segs = [seg for p in members for seg in decoded[p]]
+            views = clip_views(m["inputs"], m["layers"], m["feature_set"], [f for _, _, f, _ in segs],
+                               lambda: np.stack([v.numpy() for _, _, _, v in segs]).astype(np.float64))
+            if m["speaker_norm"]:
+                views = [(name, standardize_per_speaker(x, ["*"] * len(x))) for name, x in views]
+            probs = self.linear.predict_proba(dict(views))
+            start = 0
+            for p in members:
+                out[p], start = probs[start:start + len(decoded[p])], start + len(decoded[p])
+        return out
 
 
 def _encoder_front_end(fe: dict, override: str | None):

@@ -288,3 +288,33 @@ def test_fine_tune_train_export_and_predict(encoders, kind, tmp_path, cache_dir)
     rows = Predictor(out, encoder=str(copy)).predict(files)
     assert all(row["label"] in r["emotions"] for row in rows)
     assert rows == Predictor(out).predict(files)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model=encoder_lda"],
+    ["model=encoder_linear", "model.layers=each", "model.fusion=late", "model.inputs=[encoder_layers,functionals]",
+     "model.feature_set=eGeMAPSv02", "model.search={C:[0.1,1.0]}"],
+])
+def test_linear_runs_export_and_predict_their_own_test_clips(encoders, overrides, tmp_path, cache_dir):
+    """A classical run's linear classifier is exported as arrays (no pickle); scoring the test
+    speaker's clips together (one speaker's standardisation) reproduces the run's predictions."""
+    from ser import Predictor
+
+    if "model.feature_set=eGeMAPSv02" in overrides:
+        pytest.importorskip("opensmile")
+    out = tmp_path / "run"
+    r = train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+              f"features.encoder.name={encoders['wav2vec2']}", *overrides, f"paths.cache_dir={cache_dir}",
+              "evaluation.n_bootstrap=20", output_dir=out)
+    spec = json.loads((out / "model" / "model.json").read_text())
+    assert spec["kind"] == "linear" and spec["front_end"]["encoder"]["weights_digest"]
+    rows = Predictor(out).predict(r["test_clips"])
+    assert [r["emotions"].index(row["label"]) for row in rows] == r["test_predictions"]
+
+
+def test_a_kernel_svm_is_not_exported(tmp_path, cache_dir):
+    pytest.importorskip("opensmile")
+    out = tmp_path / "svm"
+    train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "model=egemaps_svm",
+          f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=out)
+    assert (out / "results.json").is_file() and not (out / "model").exists()

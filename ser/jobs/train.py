@@ -55,7 +55,12 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
         if y_prob is None:
             return None
     else:
-        (y_prob, extra), loggers = fit_predict_classical(cfg, data, split), []
+        y_prob, extra, linear = fit_predict_classical(cfg, data, split)
+        loggers = []
+        if linear is not None:  # a linear classifier exports as arrays; a kernel SVM does not
+            linear.save(run_dir / "model", {"front_end": _front_end_spec(cfg), "trained_on": split.train_speakers,
+                                            "model": {k: OmegaConf.to_container(cfg.model, resolve=True)[k]
+                                                      for k in ("inputs", "layers", "feature_set", "speaker_norm")}})
     if split.protocol == "cross_corpus":
         corpora = lambda side: sorted({s.split(":")[0] for s in side})  # noqa: E731
         extra["cross_corpus"] = {"train": corpora(split.train_speakers), "test": corpora(split.test_speakers),
@@ -70,6 +75,15 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
     log.info("UA %.3f (95%% CI %.3f-%.3f), WA %.3f, macro-F1 %.3f -> %s", results["metrics"]["ua"],
              *results["metrics"]["ua_ci95"], results["metrics"]["wa"], results["metrics"]["macro_f1"], run_dir / "results.json")
     return results
+
+
+def _front_end_spec(cfg) -> dict:
+    """The features config as model.json records it, with the digest of the speech encoder's
+    weights (or extractor) that made them: Predictor refuses others."""
+    front_end = OmegaConf.to_container(cfg.features, resolve=True)
+    if cfg.features.kind in DIGESTS:
+        front_end["encoder"][DIGESTS[cfg.features.kind]] = front_end_from(cfg.features).digest
+    return front_end
 
 
 def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
@@ -127,9 +141,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     best = next((c for c in trainer.checkpoint_callbacks if c.monitor), None)
     use = best.best_model_path if m.select == "best" else str(_last_checkpoint(trainer))
     model.load_state_dict(torch.load(use, map_location="cpu", weights_only=True)["state_dict"])
-    front_end = OmegaConf.to_container(cfg.features, resolve=True)
-    if cfg.features.kind in DIGESTS:  # which weights (or extractor) made the features: Predictor refuses others
-        front_end["encoder"][DIGESTS[cfg.features.kind]] = front_end_from(cfg.features).digest
+    front_end = _front_end_spec(cfg)
     if hasattr(model.net, "encoder_config"):  # a fine-tuned encoder: its architecture travels with the weights
         backbone = dict(backbone, encoder_config=model.net.encoder_config())
     spec = {"backbone": backbone, "emotions": data.emotions, "front_end": front_end,

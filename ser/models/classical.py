@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 from ser.errors import ConfigError, DataError
 from ser.features.cache import FeatureCache
 from ser.features.smile import SmileFunctionals
+from ser.models.linear_model import LinearModel, linear_view
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,18 @@ def input_names(inputs) -> list[str]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
-def clip_views(cfg, data) -> list[tuple[str, np.ndarray]]:
-    """(name, clips x columns) per view: the functionals, the pooled encoder layers (all layers as
-    one view, one layer, or with `model.layers: each` every layer its own view)."""
-    m, views = cfg.model, []
-    for name in input_names(m.inputs):
+def clip_views(inputs, layers, feature_set, frames: list, functionals) -> list[tuple[str, np.ndarray]]:
+    """(name, clips x columns) per view: the functionals (`functionals()`, called only when read),
+    the pooled encoder layers of `frames` (all layers as one view, one layer, or with
+    `layers: each` every layer its own view). Training and prediction build them alike."""
+    views = []
+    for name in input_names(inputs):
         if name == "functionals":
-            views.append((m.feature_set, _functionals(cfg, data)))
-        elif m.layers == "each":
-            views += [(f"layer {i}", pooled_layers(data.features, i)) for i in range(data.features[0].shape[0])]
+            views.append((feature_set, functionals()))
+        elif layers == "each":
+            views += [(f"layer {i}", pooled_layers(frames, i)) for i in range(frames[0].shape[0])]
         else:
-            views.append((f"layers {m.layers}", pooled_layers(data.features, m.layers)))
+            views.append((f"layers {layers}", pooled_layers(frames, layers)))
     return views
 
 
@@ -100,10 +102,11 @@ def view_weights(spec, dims: list[int], fusion: str = "early") -> np.ndarray:
     return weights
 
 
-def _fit_view(cfg, x, data, split, train, columns: np.ndarray | None = None) -> tuple[np.ndarray, dict | None]:
+def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = None, weight: float = 1.0):
     """One classifier (with its hyper-parameter search) on one matrix, standardised on the training
     clips and then each column times its weight (`columns`; early fusion's view weights): the test
-    clips' class pseudo-probabilities and what the search chose."""
+    clips' class pseudo-probabilities, what the search chose, and the fitted view as arrays
+    (None if the classifier is not linear)."""
     m = cfg.model
     scaler = StandardScaler().fit(x[train])
     columns = np.ones(x.shape[1]) if columns is None else columns
@@ -129,7 +132,7 @@ def _fit_view(cfg, x, data, split, train, columns: np.ndarray | None = None) -> 
     scores = np.exp(scores - scores.max(axis=1, keepdims=True))
     probs = np.zeros((len(split.test), len(data.emotions)))
     probs[:, classifier.classes_] = scores / scores.sum(axis=1, keepdims=True)
-    return probs, search
+    return probs, search, linear_view(parts, scaler, classifier, columns, inputs(train[:200]), weight)
 
 
 def fit_predict_classical(cfg, data, split):
@@ -140,7 +143,7 @@ def fit_predict_classical(cfg, data, split):
     then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
     view with their probabilities averaged (`late`)."""
     m, names = cfg.model, input_names(cfg.model.inputs)
-    views = clip_views(cfg, data)
+    views = clip_views(m.inputs, m.layers, m.feature_set, data.features, lambda: _functionals(cfg, data))
     if m.speaker_norm:
         views = [(name, standardize_per_speaker(x, data.speakers)) for name, x in views]
     dims = [x.shape[1] for _, x in views]
@@ -148,15 +151,19 @@ def fit_predict_classical(cfg, data, split):
     train = np.concatenate([split.train, split.val])
     if m.fusion == "early" or len(views) == 1:
         x = np.concatenate([x for _, x in views], axis=1)
-        probs, search = _fit_view(cfg, x, data, split, train, columns=np.repeat(weights, dims))
+        probs, search, fitted = _fit_view(cfg, x, data, split, train, [name for name, _ in views],
+                                          columns=np.repeat(weights, dims))
+        fitted = [fitted]
     else:
-        fitted = [_fit_view(cfg, x, data, split, train) for _, x in views]
-        probs = sum(w * p for w, (p, _) in zip(weights, fitted)) / weights.sum()
-        search = {name: s for (name, _), (_, s) in zip(views, fitted)} if m.search else None
+        per_view = [_fit_view(cfg, x, data, split, train, [name], weight=w) for (name, x), w in zip(views, weights)]
+        probs = sum(w * p for w, (p, _, _) in zip(weights, per_view)) / weights.sum()
+        search = {name: s for (name, _), (_, s, _) in zip(views, per_view)} if m.search else None
+        fitted = [f for _, _, f in per_view]
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
              "n_features": int(sum(dims)), "feature_set": m.feature_set if "functionals" in names else None,
              "layers": m.layers if "encoder_layers" in names else None, "search": search,
              "fusion": {"kind": m.fusion, "views": [name for name, _ in views],
                         "weights": [round(float(w), 4) for w in weights]} if len(views) > 1 else None}
-    return probs, extra
+    model = LinearModel(fitted, list(data.emotions)) if all(f is not None for f in fitted) else None
+    return probs, extra, model
