@@ -130,3 +130,21 @@ def test_an_interrupted_run_resumes_from_its_last_checkpoint(tmp_path, cache_dir
     assert "resuming from" in log.stdout + log.stderr
     r = json.loads((out / "results.json").read_text())
     assert r["epochs_trained"] == 40
+
+
+def test_a_rerun_sweep_skips_complete_runs_and_redoes_the_rest(tmp_path, cache_dir):
+    from ser.errors import ConfigError
+
+    runs = tmp_path / "sweep"
+    base = [*TINY, f"paths.cache_dir={cache_dir}", "logger=none"]
+    grid = [["split.fold=0", "split.fold=1"]]
+    first = sweep(base, grid, runs)
+    stamps = {p: p.stat().st_mtime_ns for p in runs.rglob("results.json")}
+    (runs / "1" / "results.json").unlink()  # run 1 was killed before it finished
+    second = sweep([*base, "features.workers=2"], grid, runs)  # execution settings may differ
+    assert second[0] == first[0] and (runs / "0" / "results.json").stat().st_mtime_ns == stamps[runs / "0" / "results.json"]
+    assert (runs / "1" / "results.json").is_file() and second[1]["fold"] == 1
+    with pytest.raises(ConfigError, match="different run.*model"):  # another sweep into the same folder
+        train(*base, "split.fold=0", "model.epochs=3", output_dir=runs / "0")
+    third = train(*base, "split.fold=0", "model.epochs=3", "resume=false", output_dir=runs / "0")
+    assert third["config"]["model"]["epochs"] == 3

@@ -6,6 +6,7 @@ held-out speakers, results, trackers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -23,6 +24,7 @@ from ser.data.build import DIGESTS, front_end_from, prepare
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import SERDataModule
 from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
+from ser.errors import ConfigError
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
 from ser.evaluation.plots import plot_confusion, plot_layer_weights
@@ -43,6 +45,11 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
     non-zero DDP ranks). `arm`: the run's identity within a sweep (ser.experiment.arm_of)."""
     check_train_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.resume:
+        done = completed_results(cfg, run_dir)
+        if done is not None:
+            log.info("%s already holds this run's complete results; skipping it (resume=false reruns it)", run_dir)
+            return done
     started = time.time()
     neural = cfg.model.kind == "neural"
     # The classical baseline computes its own functionals; networks read them only if configured.
@@ -75,6 +82,42 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
     log.info("UA %.3f (95%% CI %.3f-%.3f), WA %.3f, macro-F1 %.3f -> %s", results["metrics"]["ua"],
              *results["metrics"]["ua_ci95"], results["metrics"]["wa"], results["metrics"]["macro_f1"], run_dir / "results.json")
     return results
+
+
+# Settings that change how a run is executed or logged, not what it measures: a finished run
+# still counts as this run when only these differ (another machine, more workers, W&B on).
+EXECUTION_KEYS = ("hardware", "logger", "callbacks", "resume", "paths", "features.workers")
+
+
+def _measured(config: dict) -> dict:
+    out = {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
+    for dotted in (k for k in EXECUTION_KEYS if "." in k):
+        group, key = dotted.split(".", 1)
+        if isinstance(out.get(group), dict) and key in out[group]:
+            out[group] = {k: v for k, v in out[group].items() if k != key}
+    return out
+
+
+def completed_results(cfg: DictConfig, run_dir: Path) -> dict | None:
+    """The results of this exact run if `run_dir` already holds them (a rerun of a sweep into the
+    same folder after a crash, a kill or a preempted cluster job), else None. results.json is
+    written last and atomically, so its presence means the run finished. A run dir that holds a
+    *different* run's results is refused: silently mixing two sweeps would corrupt both."""
+    path = run_dir / "results.json"
+    if not path.is_file():
+        return None
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s is unreadable; rerunning the run", path)
+        return None
+    then, now = _measured(done.get("config", {})), _measured(OmegaConf.to_container(cfg, resolve=True))
+    if then != now:
+        differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
+        raise ConfigError(f"{run_dir} already holds the results of a different run (its config differs in: "
+                          f"{', '.join(differ)}). Sweep into a new folder (hydra.sweep.dir=...), or set resume=false "
+                          "to overwrite it")
+    return done
 
 
 def _front_end_spec(cfg) -> dict:
