@@ -15,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
 from ser.diffusion.generator import SAMPLERS
+from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
 from ser.models.classical import FUSIONS, input_names
@@ -160,6 +161,12 @@ def _check_synthetic(cfg: DictConfig) -> None:
     if "synthetic" not in cfg.aug:
         return
     _require_log_mel(cfg, f"aug={cfg.aug.name} (synthetic spectrograms)")
+    _choice(cfg, "aug.synthetic.generate", GENERATE)
+    _choice(cfg, "aug.synthetic.classes", CLASSES)
+    _choice(cfg, "generator.sampling.sampler", SAMPLERS)
+    f = cfg.aug.synthetic.filter
+    if f is not None and not (isinstance(f, (int, float)) and 0 < f < 1):
+        raise ConfigError(f"aug.synthetic.filter={f!r}: a probability threshold in (0, 1), or null for no filter")
     if cfg.model.kind != "neural":
         raise ConfigError(f"aug={cfg.aug.name} adds synthetic spectrograms to a network's training set; "
                           f"model={cfg.model.name} is classical")

@@ -35,7 +35,7 @@ def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
     assert (tmp_path / "gen" / "generator" / "convergence.png").stat().st_size > 1000
     mels, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "dpmsolver++"
+    assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "ddim"  # the measured best
     assert_generator_fold_safe(info["train_speakers"], ["synthetic:spk00"])
     with pytest.raises(GeneratorFoldLeak):
         assert_generator_fold_safe(info["train_speakers"], ["synthetic:spk02"])  # a fold that tests on spk02 refuses it
@@ -65,7 +65,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     from conftest import compose_config
 
     cache = f"paths.cache_dir={tmp_path / 'c'}"
-    sweep([*TINY_GEN, cache, "sample.n_per_emotion=4"], [["split.fold=0", "split.fold=1"]], tmp_path / "gen", job=generate)
+    sweep([*TINY_GEN, cache, "sample.n_per_emotion=6"], [["split.fold=0", "split.fold=1"]], tmp_path / "gen", job=generate)
     runs = tmp_path / "sweep"
     sweep([*TINY, cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
     results = [json.loads(p.read_text()) for p in runs.rglob("results.json")]
@@ -73,7 +73,8 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert len(results) == 4 and len(ddpm) == 2
     for r in ddpm:
         syn = r["synthetic"]
-        assert syn["n_used"] == r["n_train"] and not set(syn["generator_train_speakers"]) & set(r["test_speakers"])
+        assert syn["n_used"] == syn["n_unique"] == r["n_train"] and not set(syn["generator_train_speakers"]) & set(r["test_speakers"])
+        assert syn["provided"]["generator_trained_here"] is False and syn["provided"]["samples_drawn_here"] == 0
 
     # Quality of fold 0's synthetic set, measured in the embedding of fold 0's real-data classifier.
     quality_args = [*TINY_GEN, "mode=quality", "split.fold=0", cache]
@@ -87,7 +88,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     quality = json.loads((syn_dir / "quality.json").read_text())
     # Held-out real = speakers neither the generator (spk02, spk03) nor the classifier trained on.
     assert quality["heldout_speakers"] == ["synthetic:spk00", "synthetic:spk01"]
-    assert quality["n"] == {"train": 24, "heldout": 24, "synthetic": 16}
+    assert quality["n"] == {"train": 24, "heldout": 24, "synthetic": 24}
     emb = quality["embedding"]
     for name in ("synthetic_vs_train", "heldout_vs_train", "synthetic_vs_heldout"):
         assert np.isfinite(emb["frechet"][name]) and emb["frechet"][name] >= 0 and np.isfinite(emb["kid"][name]["mean"])
@@ -97,11 +98,12 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert 0 <= quality["real_classifier_on_synthetic"]["ua"] <= 1
     assert (syn_dir / "real_vs_generated.png").stat().st_size > 1000
 
-    # A synthetic-only classifier: trained on the 24 synthetic clips alone (ratio 1), tested on real spk00.
-    train(*TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", cache, "logger=none",
-          output_dir=tmp_path / "only")
+    # A synthetic-only classifier: trained on 36 draws from the 24 synthetic clips alone (ratio 1.5,
+    # repeats allowed), tested on real spk00.
+    train(*TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", "aug.synthetic.reuse=true", cache,
+          "logger=none", output_dir=tmp_path / "only")
     only = json.loads((tmp_path / "only" / "results.json").read_text())
-    assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36
+    assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36 and only["synthetic"]["n_unique"] == 24
     assert only["test_speakers"] == ["synthetic:spk00"]
 
     evaluate(compose_config("evaluate", f"runs=[{runs}]"))
@@ -111,7 +113,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     figures = summary["figures"]
     assert (runs / "summary" / "learning_curves.png").stat().st_size > 1000
     used = {e["fold"]: e for e in figures["synthetic_sets"]}
-    assert set(used) == {0, 1} and used[0]["quality"]["n"]["synthetic"] == 16 and used[1]["quality"] is None
+    assert set(used) == {0, 1} and used[0]["quality"]["n"]["synthetic"] == 24 and used[1]["quality"] is None
     assert Path(used[0]["grid"]).is_file()
     md = (runs / "summary" / "summary.md").read_text()
     assert "learning_curves.png" in md and "not measured: run generate.py mode=quality" in md
@@ -125,9 +127,10 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     with pytest.raises(GeneratorFoldLeak, match="dataset.train_fraction=1.0; this run uses 0.5"):
         train(*TINY, "aug=ddpm", "split.fold=0", "dataset.train_fraction=0.5", f"aug.synthetic.path={fold0}", cache,
               "logger=none", output_dir=tmp_path / "frac")
-    # Missing synthetic data names the command that makes it.
+    # Missing synthetic data, when the run may not make it, names the command that does.
     with pytest.raises(MissingSyntheticData, match="python generate.py dataset=synthetic split=loso split.fold=3"):
-        train(*TINY, "aug=ddpm", "split.fold=3", cache, "logger=none", output_dir=tmp_path / "missing")
+        train(*TINY, "aug=ddpm", "split.fold=3", "aug.synthetic.generate=never", cache, "logger=none",
+              output_dir=tmp_path / "missing")
 
 
 @pytest.mark.parametrize("strength", [0.0, 0.6])

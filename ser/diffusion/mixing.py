@@ -1,15 +1,28 @@
-"""Synthetic spectrograms as extra training data for one run (aug=ddpm, aug=ddpm_only), fold safety enforced."""
+"""Synthetic spectrograms as extra training data for one run (aug=ddpm, aug=ddpm_only), fold safety enforced.
+
+How many: `aug.synthetic.ratio` x the run's real training clips, per emotion in the real clips'
+proportions (`classes: real`) or equally (`classes: balanced`). Which: drawn without replacement
+from the fold's pool (ser/diffusion/pool.py makes or grows it when `generate: if_missing`), after
+the optional filter (ser/diffusion/selection.py); a sample is used twice only when
+`reuse: true` and the pool is short.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
-from ser.data.datamodule import ClipDataset, SERDataModule
+from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
 from ser.data.splits import Split, assert_generator_fold_safe
+from ser.diffusion.pool import provide_pool
+from ser.diffusion.selection import EmotionJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
-from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData
+from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
+
+GENERATE = ("if_missing", "never")  # aug.synthetic.generate
+CLASSES = ("real", "balanced")  # aug.synthetic.classes
 
 
 def wants_synthetic(aug) -> bool:
@@ -17,18 +30,60 @@ def wants_synthetic(aug) -> bool:
     return "synthetic" in aug and aug.synthetic.ratio > 0
 
 
-def synthetic_training_set(cfg, dm: SERDataModule, split: Split, emotions: list[str], seed: int) -> tuple[ClipDataset, dict]:
-    """`aug.synthetic.ratio` x the real training clips, drawn from the fold's synthetic set, as a
-    labelled dataset normalised like one more speaker."""
-    s = cfg.aug.synthetic
+def counts_needed(train_labels: np.ndarray, num_classes: int, ratio: float, classes: str) -> dict[int, int]:
+    """Synthetic clips per emotion: ratio x the real ones, in the real proportions or balanced."""
+    if classes not in CLASSES:
+        raise invalid_choice("aug.synthetic.classes", classes, CLASSES)
+    if classes == "balanced":
+        per = math.ceil(ratio * len(train_labels) / num_classes)
+        return {k: per for k in range(num_classes)}
+    real = np.bincount(train_labels, minlength=num_classes)
+    return {k: math.ceil(ratio * int(real[k])) for k in range(num_classes)}
+
+
+def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: bool, seed: int) -> np.ndarray:
+    """Indices into the pool: `needed[k]` distinct usable samples of each emotion k, drawn at random
+    (seeded); with `reuse`, a short emotion uses all its samples, then repeats them, instead of failing."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for k, n in needed.items():
+        candidates = np.flatnonzero((labels == k) & usable)
+        if len(candidates) < n and not reuse:
+            raise DataError(f"the synthetic pool has {len(candidates)} usable samples of class {k}, and this run needs {n} "
+                            "distinct ones")
+        if n:
+            if not len(candidates):
+                raise DataError(f"the synthetic pool has no usable samples of class {k}")
+            # Every sample once before any twice: as many distinct samples as the pool allows.
+            rounds = [rng.permutation(candidates) for _ in range(math.ceil(n / len(candidates)))]
+            picks.append(np.concatenate(rounds)[:n])
+    return np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
+
+
+def synthetic_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Split, seed: int) -> tuple[ClipDataset, dict]:
+    """This run's synthetic clips as a labelled dataset, normalised like one more speaker, and
+    what results.json records about them."""
+    s, emotions = cfg.aug.synthetic, data.emotions
+    if s.generate not in GENERATE:
+        raise invalid_choice("aug.synthetic.generate", s.generate, GENERATE)
     path = Path(s.path)
-    if not path.is_file():
+    train_labels = data.labels[split.train]
+    needed = counts_needed(train_labels, len(emotions), float(s.ratio), s.classes)
+    judge = keep = None
+    if s.filter is not None:
+        judge = EmotionJudge([data.features[i] for i in split.train], train_labels,
+                             [data.speakers[i] for i in split.train], len(emotions))
+        keep = lambda mels, labels: judge.keep(mels, labels, float(s.filter))  # noqa: E731
+    provided = None
+    if s.generate == "if_missing":
+        provided = provide_pool(cfg, data, split, needed, keep)
+    elif not path.is_file():
         raise MissingSyntheticData(
-            f"no synthetic spectrograms for this run at {path}. Make them with the same dataset and fold:\n"
-            f"  python generate.py dataset={cfg.dataset.name} split={split.protocol} split.fold={split.fold} "
-            f"diffusion={cfg.diffusion.name} generator.seed={cfg.generator.seed} paths.data_root={cfg.paths.data_root} "
-            f"paths.cache_dir={cfg.paths.cache_dir}\n(add the same dataset.* overrides you gave train.py)"
-        )
+            f"no synthetic spectrograms for this run at {path} (aug.synthetic.generate=never). Make them with the same "
+            f"dataset and fold:\n  python generate.py dataset={cfg.dataset.name} split={split.protocol} "
+            f"split.fold={split.fold} diffusion={cfg.diffusion.name} seed={cfg.generator.seed} "
+            f"paths.data_root={cfg.paths.data_root} paths.cache_dir={cfg.paths.cache_dir}\n"
+            "(add the same dataset.* overrides you gave train.py), or let train.py make them: aug.synthetic.generate=if_missing")
     mels, labels, info = load_synthetic_set(path)
     assert_generator_fold_safe(info["train_speakers"], split.test_speakers, where=str(path))
     fraction = float(cfg.dataset.train_fraction)
@@ -39,15 +94,33 @@ def synthetic_training_set(cfg, dm: SERDataModule, split: Split, emotions: list[
                                 f"{info['train_fraction']}; this run uses {fraction}. Generate with the same fraction.")
     if info["emotions"] != emotions:
         raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
-    n = int(round(s.ratio * len(split.train)))
-    rng = np.random.default_rng(seed)
-    picks = rng.choice(len(labels), size=n, replace=n > len(labels))
+    labels = labels.numpy()
+    usable = np.ones(len(labels), bool) if keep is None else keep(mels, labels)
+    try:
+        picks = draw(labels, usable, needed, bool(s.reuse), seed)
+    except DataError as err:
+        fixes = ["aug.synthetic.reuse=true (repeat samples)"]
+        fixes.append("a lower aug.synthetic.filter" if keep is not None else
+                     f"more samples (python generate.py ... sample.n_per_emotion={max(needed.values())}, or "
+                     "aug.synthetic.generate=if_missing)")
+        raise DataError(f"{path}: {err}; use {' or '.join(fixes)}") from None
     chosen = [mels[i] for i in picks]
     # The generator is normalised like one more speaker (label-free statistics of its own output).
     dm.normalizer.add_speaker(SYNTHETIC_SPEAKER, chosen)
-    dataset = ClipDataset(chosen, labels[picks].numpy(), [SYNTHETIC_SPEAKER] * n, dm.train_pipeline, train=True)
-    return dataset, {"path": str(path), "n_used": n, "ratio": float(s.ratio), "n_available": int(len(labels)),
-                     "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],
-                     "steps": info["steps"], "guidance": info["guidance"],
-                     # synthetic-only: does the generator's output alone teach the emotions of real speakers?
-                     "only": bool(s.only)}
+    dataset = ClipDataset(chosen, labels[picks], [SYNTHETIC_SPEAKER] * len(picks), dm.train_pipeline, train=True)
+    per_class_pool = np.bincount(labels, minlength=len(emotions))
+    per_class_kept = np.bincount(labels[usable], minlength=len(emotions))
+    report = {"path": str(path), "n_used": int(len(picks)), "n_unique": int(len(np.unique(picks))),
+              "ratio": float(s.ratio), "classes": s.classes, "n_per_emotion": {emotions[k]: n for k, n in needed.items()},
+              "n_available": int(len(labels)), "reuse": bool(s.reuse),
+              "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],
+              "steps": info["steps"], "guidance": info["guidance"], "generator_seed": info.get("seed"),
+              "filter": None if keep is None else {
+                  "threshold": float(s.filter), "judge": "logistic regression on band mean/std, real training clips",
+                  "kept_fraction": round(float(usable.mean()), 4),
+                  "kept_fraction_per_emotion": {e: round(float(per_class_kept[k] / max(per_class_pool[k], 1)), 4)
+                                                for k, e in enumerate(emotions)}},
+              "provided": provided,
+              # synthetic-only: does the generator's output alone teach the emotions of real speakers?
+              "only": bool(s.only)}
+    return dataset, report

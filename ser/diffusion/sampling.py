@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from safetensors.torch import save_file
@@ -30,32 +31,60 @@ def mel_params(features: DictConfig) -> MelParams:
     return MelParams(**{k: features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
 
 
+def noise_seed(seed: int, label: int, start: int) -> int:
+    """The noise seed of samples start.. of one emotion from one generator seed: each chunk of a
+    growing pool gets fresh noise, and the same pool is drawn again by the same calls."""
+    return int(np.random.SeedSequence([seed, label, start]).generate_state(1)[0])
+
+
+def sample_spectrograms(generators: dict, counts: dict[int, int], frames: int, n_mels: int, sampler: str,
+                        steps: int, guidance: float, seed: int, start: dict[int, int] | None = None,
+                        batch: int = 64) -> tuple[torch.Tensor, list[int]]:
+    """`counts[k]` new spectrograms of emotion k (dB, (n, 1, n_mels, frames)) and their labels.
+    `start[k]`: how many emotion-k samples this generator and seed already gave (a pool being
+    grown), so the new ones are new."""
+    start = start or {}
+    mels, labels = [], []
+    for k, n in counts.items():
+        generator, label = generators[k]
+        for first in range(0, n, batch):
+            b = min(batch, n - first)
+            imgs = generator.sample(b, label=label, sampler=sampler, steps=steps, guidance=guidance,
+                                    seed=noise_seed(seed, k, start.get(k, 0) + first))
+            mels.append(model_to_db(from_image(imgs.cpu(), n_mels, frames)))
+            labels += [k] * b
+    return (torch.cat(mels) if mels else torch.empty(0, 1, n_mels, frames)), labels
+
+
 def sample_set(cfg: DictConfig, emotions: list[str], frames: int, n_mels: int, device: str) -> Path:
     """`sample.n_per_emotion` new spectrograms of each emotion from the fold's generator, as a
     synthetic set (ser/diffusion/synthetic_set.py) in `generator.synthetic_dir`, with grids and WAVs."""
     s, syn_dir = cfg.sample, Path(cfg.generator.synthetic_dir)
     generators = load_generators(cfg.generator.dir, emotions, device=device)
-    mels, labels = [], []
     started = time.time()
-    for k, (generator, label) in generators.items():
-        imgs = generator.sample(s.n_per_emotion, label=label, sampler=s.sampler, steps=s.steps, guidance=s.guidance,
-                                seed=cfg.seed * 1000 + k)
-        mels.append(model_to_db(from_image(imgs.cpu(), n_mels, frames)))
-        labels += [k] * s.n_per_emotion
+    mels, labels = sample_spectrograms(generators, {k: s.n_per_emotion for k in generators}, frames, n_mels,
+                                       s.sampler, s.steps, s.guidance, cfg.seed)
     seconds = time.time() - started
-    mels = torch.cat(mels)
     meta = next(iter(generators.values()))[0].metadata
-    info = {"emotions": emotions, "train_speakers": meta["train_speakers"], "sampler": s.sampler, "steps": s.steps,
-            "train_fraction": meta["train_fraction"], "n_train_clips": meta["n_train_clips"],
-            "guidance": s.guidance, "n_per_emotion": s.n_per_emotion, "seconds_per_sample": seconds / len(labels),
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "generator_dir": str(cfg.generator.dir), "image_size": meta["image_size"]}
+    info = pool_info(meta, emotions, s.sampler, s.steps, s.guidance, cfg.seed, frames, device, cfg.generator.dir)
+    info.update(n_per_emotion=s.n_per_emotion, seconds_per_sample=seconds / len(labels))
     path = save_synthetic_set(syn_dir / FILENAME, mels, labels, info)
     plot_sample_grids(mels, labels, emotions, syn_dir)
     write_wavs(mels, labels, emotions, syn_dir, mel_params(cfg.features), cfg.listen.n_per_emotion,
                cfg.listen.griffin_lim_iters)
     log.info("%d synthetic spectrograms (%.2f s each) -> %s", len(labels), info["seconds_per_sample"], path)
     return path
+
+
+def pool_info(generator_meta: dict, emotions: list[str], sampler: str, steps: int, guidance: float, seed: int,
+              frames: int, device: str, generator_dir) -> dict:
+    """What a synthetic set's file records about its samples: fold safety (the generator's exact
+    training speakers and training fraction) and how they were drawn."""
+    return {"emotions": emotions, "train_speakers": generator_meta["train_speakers"], "sampler": sampler,
+            "steps": int(steps), "guidance": float(guidance), "seed": int(seed), "frames": int(frames),
+            "train_fraction": generator_meta["train_fraction"], "n_train_clips": generator_meta["n_train_clips"],
+            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+            "generator_dir": str(generator_dir), "image_size": generator_meta["image_size"]}
 
 
 def enhance_clips(cfg: DictConfig, data: LabelledClips, split: Split, device: str) -> Path:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -83,11 +84,28 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     return model, {"curve": curve.rows, "convergence": summary}
 
 
-def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict) -> Path:
+def sample_frames(data: LabelledClips, split: Split, frames: int | None = None) -> int:
+    """The time frames of a fold's synthetic spectrograms: `frames`, or the median of its training clips."""
+    return int(frames or np.median([data.features[i].shape[-1] for i in split.train]))
+
+
+def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frames: int) -> dict:
+    """What a fold's generator records about itself: fold safety is checked against its exact
+    training speakers and training fraction."""
+    return {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
+            "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
+            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.generator.seed,
+            "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train)}
+
+
+def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,
+                          trainer: DictConfig) -> Path:
     """Train the recipe's generator(s) on the split's training speakers only (never its test or
     validation speakers; the validation speakers measure convergence) and save them to
     `cfg.generator.dir`: one conditional generator, or one per emotion (`diffusion.per_emotion`)
-    in <dir>/<emotion>/. The folder appears complete or not at all."""
+    in <dir>/<emotion>/. `trainer`: the generators' Trainer config (conf/trainer/generator.yaml).
+    The folder appears complete or not at all."""
+    pl.seed_everything(cfg.generator.seed)
     recipe, emotions = cfg.diffusion, data.emotions
     images, labels = training_images(data, split.train, recipe.image_size)
     val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
@@ -95,11 +113,11 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     if recipe.per_emotion:
         for k, emotion in enumerate(emotions):
             val_k = val_images[val_labels == k] if val_images is not None else None
-            module, training = fit_generator(recipe, cfg.trainer, cfg.hardware, images[labels == k], None, 0, val_k)
+            module, training = fit_generator(recipe, trainer, cfg.hardware, images[labels == k], None, 0, val_k)
             trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
                             f"{emotion} generator"))
     else:
-        module, training = fit_generator(recipe, cfg.trainer, cfg.hardware, images, labels, len(emotions),
+        module, training = fit_generator(recipe, trainer, cfg.hardware, images, labels, len(emotions),
                                          val_images, val_labels)
         trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
     with atomic_dir(cfg.generator.dir) as tmp:

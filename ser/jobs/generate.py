@@ -14,15 +14,14 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ser.config import check_generate_config
 from ser.data.build import prepare
 from ser.diffusion.assess import assess_synthetic_set
 from ser.diffusion.sampling import enhance_clips, sample_set
-from ser.diffusion.training import train_fold_generators
+from ser.diffusion.training import generator_metadata, sample_frames, train_fold_generators
 from ser.hardware import inference_device
 from ser.instantiators import instantiate_loggers
 from ser.tracking import finish, log_report
@@ -35,16 +34,13 @@ def run_generate(cfg: DictConfig) -> dict:
     check_generate_config(cfg)
     pl.seed_everything(cfg.seed)
     data, split = prepare(cfg, functionals=False)
-    frames = cfg.sample.frames or int(np.median([data.features[i].shape[-1] for i in split.train]))
+    frames = sample_frames(data, split, cfg.sample.frames)
     device = inference_device(cfg.hardware)
     # Training speakers only: never the fold's test speakers (and not its validation speakers).
-    meta = {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
-            "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
-            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.seed,
-            "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train)}
+    meta = generator_metadata(cfg, data, split, frames)
     started = time.time()
     if cfg.mode in ("train", "train_sample"):
-        train_fold_generators(cfg, data, split, meta)
+        train_fold_generators(cfg, data, split, meta, cfg.trainer)
     meta["train_time_s"] = round(time.time() - started, 1)
     if cfg.mode in ("sample", "train_sample"):
         sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)

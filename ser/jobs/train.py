@@ -149,7 +149,7 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     )
     synthetic_info = None
     if wants_synthetic(aug):
-        dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, split, data.emotions, cfg.seed)
+        dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, data, split, cfg.seed)
         dm.extra_only = synthetic_info["only"]
     class_weights = None
     if m.class_weights == "balanced":

@@ -1,0 +1,110 @@
+"""Augmentation arms at toy scale: aug=ddpm making its own generator and pool on demand (one
+generator for concurrent jobs of a fold), unique-sample pools, the filter."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, TINY, train
+from ser.diffusion.mixing import counts_needed, draw
+from ser.diffusion.selection import EmotionJudge
+from ser.errors import DataError
+
+# A generator small enough to train in seconds, sampled in 3 DDIM steps.
+TINY_DIFFUSION = ["diffusion.epochs=2", "diffusion.image_size=16", "diffusion.unet.block_out_channels=[16,32]",
+                  "diffusion.unet.norm_num_groups=8", "diffusion.unet.down_block_types=[DownBlock2D,DownBlock2D]",
+                  "diffusion.unet.up_block_types=[UpBlock2D,UpBlock2D]", "generator.sampling.steps=3"]
+
+
+def test_counts_follow_the_real_classes_or_are_balanced():
+    labels = np.array([0] * 6 + [1] * 2 + [2] * 4)
+    assert counts_needed(labels, 3, 1.0, "real") == {0: 6, 1: 2, 2: 4}
+    assert counts_needed(labels, 3, 0.5, "real") == {0: 3, 1: 1, 2: 2}
+    assert counts_needed(labels, 3, 1.0, "balanced") == {0: 4, 1: 4, 2: 4}
+    with pytest.raises(ValueError, match="aug.synthetic.classes='equal'.*real, balanced"):
+        counts_needed(labels, 3, 1.0, "equal")
+
+
+def test_draws_are_unique_unless_reuse_is_asked_for():
+    labels = np.array([0, 0, 0, 1, 1, 1, 1])
+    usable = np.array([True, True, False, True, True, True, True])
+    picks = draw(labels, usable, {0: 2, 1: 3}, reuse=False, seed=0)
+    assert len(picks) == len(set(picks)) == 5 and 2 not in picks  # the filtered-out sample is never drawn
+    assert sorted(labels[picks]) == [0, 0, 1, 1, 1]
+    assert np.array_equal(picks, draw(labels, usable, {0: 2, 1: 3}, reuse=False, seed=0))  # the run's seed fixes the draw
+    with pytest.raises(DataError, match="2 usable samples of class 0, and this run needs 3"):
+        draw(labels, usable, {0: 3, 1: 1}, reuse=False, seed=0)
+    again = draw(labels, usable, {0: 3, 1: 1}, reuse=True, seed=0)
+    zeros = again[labels[again] == 0]
+    assert len(again) == 4 and len(zeros) == 3 and set(zeros[:2]) == {0, 1}  # both usable ones, then a repeat
+
+
+def test_the_judge_keeps_samples_that_sound_like_their_emotion():
+    rng = np.random.default_rng(0)
+
+    def clips(k, n, shift=0.0):  # emotion k: energy in band block k (8 bands of 32), plus noise
+        x = rng.normal(-40, 3, size=(n, 1, 32, 20))
+        x[:, :, 8 * k: 8 * k + 8] += 20 + shift
+        return [torch.tensor(m, dtype=torch.float32) for m in x]
+
+    real = [m for k in range(3) for m in clips(k, 12)]
+    labels = np.repeat(np.arange(3), 12)
+    speakers = (["a"] * 6 + ["b"] * 6) * 3
+    judge = EmotionJudge(real, labels, speakers, 3)
+    good = torch.stack([m for k in range(3) for m in clips(k, 5)])
+    wrong = torch.stack([m for k in (1, 2, 0) for m in clips(k, 5)])  # labelled k, sounding like k+1
+    pool = torch.cat([good, wrong])
+    pool_labels = np.concatenate([np.repeat(np.arange(3), 5)] * 2)
+    kept = judge.keep(pool, pool_labels, 0.5)
+    assert kept[:15].all() and not kept[15:].any()
+    with pytest.raises(ValueError, match="aug.synthetic.filter=1.5"):
+        judge.keep(pool, pool_labels, 1.5)
+
+
+@pytest.mark.slow
+def test_aug_ddpm_makes_grows_and_filters_its_pool_on_demand(tmp_path):
+    cache = f"paths.cache_dir={tmp_path / 'c'}"
+    base = [*TINY, *TINY_DIFFUSION, cache, "logger=none", "aug=ddpm"]
+    first = train(*base, output_dir=tmp_path / "r1")["synthetic"]
+    assert first["provided"]["generator_trained_here"] and first["provided"]["generator_train_time_s"] > 0
+    # Fold 0 trains on spk02 and spk03: 24 clips, 6 per emotion; the pool is exactly that, each used once.
+    assert first["n_used"] == first["n_unique"] == first["n_available"] == 24
+    assert first["n_per_emotion"] == {"neutral": 6, "happy": 6, "sad": 6, "angry": 6} and first["sampler"] == "ddim"
+    gen_root = next((tmp_path / "c" / "generators").glob("synthetic-loso-f0-*-s0"))
+    assert (gen_root / "generator" / "metadata.json").is_file()
+
+    twice = train(*base, "aug.synthetic.ratio=2", output_dir=tmp_path / "r2")["synthetic"]
+    assert not twice["provided"]["generator_trained_here"]  # the fold's generator, reused
+    assert twice["provided"]["samples_drawn_here"] == 24 and twice["n_available"] == 48
+    assert twice["n_used"] == twice["n_unique"] == 48
+
+    balanced = train(*base, "aug.synthetic.classes=balanced", "aug.synthetic.ratio=0.5", output_dir=tmp_path / "r3")
+    assert balanced["synthetic"]["n_per_emotion"] == {"neutral": 3, "happy": 3, "sad": 3, "angry": 3}
+
+    filtered = train(*base, "aug.synthetic.filter=0.3", output_dir=tmp_path / "r4")["synthetic"]
+    f = filtered["filter"]
+    assert f["threshold"] == 0.3 and 0 < f["kept_fraction"] <= 1 and set(f["kept_fraction_per_emotion"]) == set(first["n_per_emotion"])
+    assert filtered["n_used"] == filtered["n_unique"] == 24
+    # The pool grew until 6 samples of each emotion passed (or hit its cap, then the run would have failed).
+    assert filtered["n_available"] >= 48
+
+    other_seed = train(*base, "seed=1", output_dir=tmp_path / "r5")["synthetic"]
+    assert other_seed["provided"]["generator_trained_here"] and other_seed["generator_seed"] == 1
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_of_one_fold_train_one_generator(tmp_path):
+    args = [*TINY, *TINY_DIFFUSION, f"paths.cache_dir={tmp_path / 'c'}", "logger=none", "aug=ddpm"]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={tmp_path / f'job{j}'}",
+                               f"model.epochs={2 + j}"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for j in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    made = [json.loads((tmp_path / f"job{j}" / "results.json").read_text())["synthetic"]["provided"] for j in range(2)]
+    assert sorted(m["generator_trained_here"] for m in made) == [False, True]
+    assert sum(m["samples_drawn_here"] for m in made) == 24  # one pool, sampled once
+    assert len(list((tmp_path / "c" / "generators").iterdir())) == 1
