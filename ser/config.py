@@ -158,6 +158,15 @@ def _check_encoder(cfg: DictConfig) -> None:
 
 
 def _check_synthetic(cfg: DictConfig) -> None:
+    if "sdedit" in cfg.aug:
+        _require_log_mel(cfg, f"aug={cfg.aug.name} (SDEdit variants of log-mel spectrograms)")
+        _choice(cfg, "aug.sdedit.generate", GENERATE)
+        _choice(cfg, "generator.sampling.sampler", SAMPLERS)
+        if not 0.0 <= float(cfg.aug.sdedit.strength) <= 1.0:
+            raise ConfigError(f"aug.sdedit.strength={cfg.aug.sdedit.strength} must be in [0, 1] (0: the clip unchanged)")
+        if cfg.model.kind != "neural" or cfg.features.functionals:
+            raise ConfigError(f"aug=sdedit adds edited spectrograms to a network's training set; model={cfg.model.name} "
+                              "cannot read them")
     if "synthetic" not in cfg.aug:
         return
     _require_log_mel(cfg, f"aug={cfg.aug.name} (synthetic spectrograms)")

@@ -108,3 +108,31 @@ def test_concurrent_jobs_of_one_fold_train_one_generator(tmp_path):
     assert sorted(m["generator_trained_here"] for m in made) == [False, True]
     assert sum(m["samples_drawn_here"] for m in made) == 24  # one pool, sampled once
     assert len(list((tmp_path / "c" / "generators").iterdir())) == 1
+
+
+@pytest.mark.slow
+def test_sdedit_variants_of_the_training_clips(tmp_path):
+    from conftest import compose_config
+    from ser.data.build import prepare
+    from ser.diffusion.sdedit import load_edits
+
+    cache = f"paths.cache_dir={tmp_path / 'c'}"
+    base = [*TINY, *TINY_DIFFUSION, cache, "logger=none", "aug=sdedit"]
+    data, split = prepare(compose_config("train", *base, output_dir=tmp_path / "x"), functionals=False)
+    source = {data.clips[i].path: data.features[i] for i in split.train}
+    same = train(*base, "aug.sdedit.strength=0", output_dir=tmp_path / "s0")["synthetic"]
+    assert same["n_used"] == 24 and same["strength"] == 0 and same["provided"]["generator_trained_here"]
+    mels, info = load_edits(same["path"])
+    assert sorted(info["sources"]) == sorted(source) and set(info["speakers"]) == {"synthetic:spk02", "synthetic:spk03"}
+    for m, path, k in zip(mels, info["sources"], info["labels"]):  # strength 0 is the identity
+        assert torch.equal(m, source[path]) and data.emotions[k] == next(c.emotion for c in data.clips if c.path == path)
+
+    moved = train(*base, "aug.sdedit.strength=0.5", "aug.sdedit.variants=2", output_dir=tmp_path / "s5")["synthetic"]
+    assert moved["n_used"] == 48 and not moved["provided"]["generator_trained_here"] and moved["provided"]["edited_here"]
+    mels, info = load_edits(moved["path"])
+    change = [float((m - source[p]).abs().mean()) for m, p in zip(mels, info["sources"])]
+    assert all(c > 0 for c in change) and all(m.shape == source[p].shape for m, p in zip(mels, info["sources"]))
+    assert all(m.min() >= -80 and m.max() <= 0 for m in mels)
+    # The same run again reads the variants instead of remaking them.
+    again = train(*base, "aug.sdedit.strength=0.5", "aug.sdedit.variants=2", "model.epochs=1", output_dir=tmp_path / "s5b")
+    assert again["synthetic"]["provided"]["edited_here"] is False

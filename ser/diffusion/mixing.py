@@ -16,7 +16,8 @@ import numpy as np
 
 from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
 from ser.data.splits import Split, assert_generator_fold_safe
-from ser.diffusion.pool import provide_pool
+from ser.diffusion.pool import provide_edits, provide_pool
+from ser.diffusion.sdedit import load_edits
 from ser.diffusion.selection import EmotionJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
 from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
@@ -28,6 +29,37 @@ CLASSES = ("real", "balanced")  # aug.synthetic.classes
 def wants_synthetic(aug) -> bool:
     """Only aug options that define a synthetic set mix synthetic data in."""
     return "synthetic" in aug and aug.synthetic.ratio > 0
+
+
+def wants_edits(aug) -> bool:
+    """aug=sdedit: SDEdit variants of the real training clips."""
+    return "sdedit" in aug and aug.sdedit.variants > 0
+
+
+def edited_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Split) -> tuple[ClipDataset, dict]:
+    """aug=sdedit: `aug.sdedit.variants` variants of every real training clip under its own emotion,
+    each normalised as its source speaker (it is that speaker's clip, moved), and what results.json
+    records about them. Made on demand (ser/diffusion/pool.py) unless `generate: never`."""
+    a = cfg.aug.sdedit
+    if a.generate not in GENERATE:
+        raise invalid_choice("aug.sdedit.generate", a.generate, GENERATE)
+    path = Path(a.path)
+    provided = None
+    if a.generate == "if_missing":
+        provided = provide_edits(cfg, data, split, path)
+    elif not path.is_file():
+        raise MissingSyntheticData(f"no SDEdit variants for this run at {path} (aug.sdedit.generate=never); "
+                                   "let train.py make them: aug.sdedit.generate=if_missing")
+    mels, info = load_edits(path)
+    assert_generator_fold_safe(info["train_speakers"], split.test_speakers, where=str(path))
+    assert_generator_fold_safe(info["speakers"], split.test_speakers, where=f"{path} (edited clips)")
+    if float(info["train_fraction"]) != float(cfg.dataset.train_fraction) or info["emotions"] != data.emotions:
+        raise GeneratorFoldLeak(f"SDEdit variants {path} come from another training set (train_fraction "
+                                f"{info['train_fraction']}, emotions {info['emotions']}); delete them to remake them")
+    dataset = ClipDataset(mels, np.asarray(info["labels"]), info["speakers"], dm.train_pipeline, train=True)
+    return dataset, {"path": str(path), "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
+                     "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
+                     "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
 
 
 def counts_needed(train_labels: np.ndarray, num_classes: int, ratio: float, classes: str) -> dict[int, int]:

@@ -1,4 +1,5 @@
-"""A fold's generator and its pool of samples, made on demand for train.py (aug=ddpm and friends).
+"""A fold's generator and its pool of samples (or SDEdit variants), made on demand for train.py
+(aug=ddpm and friends, aug=sdedit).
 
 The first run of a fold that needs them trains the fold's generator (training speakers only) and
 samples the pool; it grows the pool when a later run needs more unique samples (a larger ratio,
@@ -30,6 +31,7 @@ from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
 from ser.diffusion.generator import load_generators
 from ser.diffusion.sampling import pool_info, sample_spectrograms
+from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
 from ser.diffusion.training import generator_metadata, sample_frames, train_fold_generators
 from ser.errors import ConfigError
@@ -71,27 +73,50 @@ def provide_pool(cfg: DictConfig, data: LabelledClips, split: Split, needed: dic
     """Make sure the fold's generator exists and its pool holds at least `needed[k]` usable samples
     of each emotion k (usable: passing `keep`, when given); train and sample what is missing.
     Returns what was done here, with timings, for results.json."""
-    g = cfg.generator
-    gen_dir, pool_path = Path(g.dir), Path(cfg.aug.synthetic.path)
+    g, pool_path = cfg.generator, Path(cfg.aug.synthetic.path)
     report = {"generator_trained_here": False, "generator_train_time_s": 0.0, "samples_drawn_here": 0,
               "sample_time_s": 0.0, "lock_wait_s": 0.0}
     asked = time.time()
     with fold_lock(g.root, "generator and samples"):
         report["lock_wait_s"] = round(time.time() - asked, 1)
         frames = sample_frames(data, split)
-        if not _generator_exists(gen_dir, data.emotions):
-            if int(cfg.hardware.devices) != 1 or int(cfg.hardware.num_nodes) != 1:
-                raise ConfigError("this fold has no generator yet, and train.py trains one on demand only on one device; "
-                                  f"make it first: python generate.py dataset={cfg.dataset.name} split={split.protocol} "
-                                  f"split.fold={split.fold} diffusion={cfg.diffusion.name} seed={g.seed}")
-            log.info("no generator for this fold at %s: training one on the %d training clips of speakers %s",
-                     gen_dir, len(split.train), split.train_speakers)
-            started = time.time()
-            train_fold_generators(cfg, data, split, generator_metadata(cfg, data, split, frames), g.trainer)
-            report.update(generator_trained_here=True, generator_train_time_s=round(time.time() - started, 1))
+        _ensure_generator(cfg, data, split, frames, report)
         if cfg.aug.synthetic.reuse and pool_path.is_file():
             return report  # a pool exists, and the run may repeat its samples rather than grow it
         report["sample_time_s"], report["samples_drawn_here"] = _grow(cfg, data, pool_path, needed, keep, frames)
+    return report
+
+
+def _ensure_generator(cfg, data: LabelledClips, split: Split, frames: int, report: dict) -> None:
+    """Train the fold's generator if it does not exist yet (the caller holds the fold's lock)."""
+    g = cfg.generator
+    gen_dir = Path(g.dir)
+    if _generator_exists(gen_dir, data.emotions):
+        return
+    if int(cfg.hardware.devices) != 1 or int(cfg.hardware.num_nodes) != 1:
+        raise ConfigError("this fold has no generator yet, and train.py trains one on demand only on one device; "
+                          f"make it first: python generate.py dataset={cfg.dataset.name} split={split.protocol} "
+                          f"split.fold={split.fold} diffusion={cfg.diffusion.name} seed={g.seed}")
+    log.info("no generator for this fold at %s: training one on the %d training clips of speakers %s",
+             gen_dir, len(split.train), split.train_speakers)
+    started = time.time()
+    train_fold_generators(cfg, data, split, generator_metadata(cfg, data, split, frames), g.trainer)
+    report.update(generator_trained_here=True, generator_train_time_s=round(time.time() - started, 1))
+
+
+def provide_edits(cfg: DictConfig, data: LabelledClips, split: Split, path: Path) -> dict:
+    """aug=sdedit: make sure the fold's generator exists and `path` holds this run's SDEdit variants
+    of its training clips (ser/diffusion/sdedit.py); make what is missing. Returns what was done."""
+    report = {"generator_trained_here": False, "generator_train_time_s": 0.0, "edit_time_s": 0.0,
+              "edited_here": False, "lock_wait_s": 0.0}
+    asked = time.time()
+    with fold_lock(cfg.generator.root, "generator and SDEdit variants"):
+        report["lock_wait_s"] = round(time.time() - asked, 1)
+        _ensure_generator(cfg, data, split, sample_frames(data, split), report)
+        if not path.is_file() or not edits_match(load_edits(path)[1], cfg, data, split):
+            started = time.time()
+            make_edits(cfg, data, split, path)
+            report.update(edited_here=True, edit_time_s=round(time.time() - started, 1))
     return report
 
 

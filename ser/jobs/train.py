@@ -23,7 +23,7 @@ from ser.config import check_train_config
 from ser.data.build import DIGESTS, front_end_from, prepare
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import SERDataModule
-from ser.diffusion.mixing import synthetic_training_set, wants_synthetic
+from ser.diffusion.mixing import edited_training_set, synthetic_training_set, wants_edits, wants_synthetic
 from ser.errors import ConfigError
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
@@ -151,6 +151,8 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     if wants_synthetic(aug):
         dm.extra_train, synthetic_info = synthetic_training_set(cfg, dm, data, split, cfg.seed)
         dm.extra_only = synthetic_info["only"]
+    elif wants_edits(aug):
+        dm.extra_train, synthetic_info = edited_training_set(cfg, dm, data, split)
     class_weights = None
     if m.class_weights == "balanced":
         # Inverse-frequency weights so every emotion counts equally in the loss, as it does in UA.
