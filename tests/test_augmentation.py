@@ -136,3 +136,45 @@ def test_sdedit_variants_of_the_training_clips(tmp_path):
     # The same run again reads the variants instead of remaking them.
     again = train(*base, "aug.sdedit.strength=0.5", "aug.sdedit.variants=2", "model.epochs=1", output_dir=tmp_path / "s5b")
     assert again["synthetic"]["provided"]["edited_here"] is False
+
+
+def test_audio_augmentation_is_seeded_per_clip_and_variant():
+    from conftest import tone
+    from ser.features.augment import AugmentedFrontEnd, augment_signal, variant_seed
+    from ser.features.mel import LogMel
+
+    transforms = [{"_target_": "audiomentations.PitchShift", "min_semitones": -3.0, "max_semitones": 3.0, "p": 1.0},
+                  {"_target_": "audiomentations.AddGaussianSNR", "min_snr_db": 10.0, "max_snr_db": 20.0, "p": 1.0},
+                  {"_target_": "audiomentations.Gain", "min_gain_db": -6.0, "max_gain_db": 6.0, "p": 1.0}]
+    y = tone(1.0)
+    a, b = augment_signal(y, 22050, transforms, 7), augment_signal(y, 22050, transforms, 7)
+    c = augment_signal(y, 22050, transforms, 8)
+    assert np.array_equal(a, b) and not np.allclose(a, c) and not np.allclose(a, y)
+    assert np.isfinite(a).all() and np.abs(a).max() <= 1.0 and len(a) == len(y)
+    assert variant_seed("/x/a.wav", 0) != variant_seed("/x/a.wav", 1) == variant_seed("/y/a.wav", 1)
+    import json
+    fronts = [AugmentedFrontEnd(LogMel(), json.dumps(t), v) for t, v in ((transforms, 0), (transforms, 1), (transforms[:1], 0))]
+    assert len({f.fingerprint() for f in fronts}) == 3 and fronts[0].kind == "mel-audio"
+    with pytest.raises(ValueError, match="not an audiomentations transform"):
+        augment_signal(y, 22050, [{"_target_": "os.system", "command": "true"}], 0)
+
+
+@pytest.mark.slow
+def test_aug_audio_feeds_networks_and_linear_probes_on_encoders(tmp_path, cache_dir):
+    from test_encoder import _tiny_wav2vec2
+
+    cache = f"paths.cache_dir={cache_dir}"
+    net = train(*TINY, cache, "logger=none", "aug=audio", "aug.audio.variants=1", output_dir=tmp_path / "mel")
+    assert net["audio_augmentation"]["n_used"] == net["n_train"] == 24 and net["audio_augmentation"]["skipped"] == []
+    assert list(cache_dir.glob("features/mel-audio-*"))
+
+    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    probe = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", cache,
+             f"features.encoder.name={encoder}", "model=encoder_linear", "model.search={C:[0.01,1.0]}",
+             "evaluation.n_bootstrap=20"]
+    plain = train(*probe, output_dir=tmp_path / "none")
+    augmented = train(*probe, "aug=audio", output_dir=tmp_path / "audio")
+    # Training and validation speakers' 36 clips, twice each; the test speaker is never augmented.
+    assert augmented["audio_augmentation"]["n_used"] == 72 and plain["audio_augmentation"] is None
+    assert augmented["test_clips"] == plain["test_clips"]
+    assert (plain["n_training_rows"], augmented["n_training_rows"]) == (36, 108)

@@ -3,6 +3,7 @@ names, every usable clip with its (cached) features, and the run's speaker-indep
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ser.data.splits import Split, make_split, subsample_training
 from ser.data.synthetic import make_synthetic_corpus
 from ser.emotions import canonical, ordered
 from ser.errors import ConfigError, DataError, invalid_choice
+from ser.features.augment import AugmentedFrontEnd
 from ser.features.cache import FeatureCache
 from ser.features.encoder import EncoderInput, SpeechEncoder
 from ser.features.mel import LogMel, MelParams
@@ -113,6 +115,39 @@ def labelled_clips(corpus: Corpus, front_end, cache_dir: str | Path, workers: in
     if functionals is not None:
         side = [torch.from_numpy(np.nan_to_num(vectors[c.path], nan=0.0, posinf=0.0, neginf=0.0)).float() for c in clips]
     return LabelledClips(clips=clips, features=frames, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)
+
+
+def augmented_clips(cfg: DictConfig, data: LabelledClips, indices, functionals=None) -> LabelledClips:
+    """aug=audio: `aug.audio.variants` waveform-augmented copies of the clips at `indices` (the
+    training clips), through the run's front end, cached (ser/features/augment.py). Each copy keeps
+    its source clip (path, speaker, emotion); `functionals` (a SmileFunctionals front end, for the
+    models that read functionals) adds each copy's functionals too. A copy that fails is skipped
+    with its reason."""
+    a = cfg.aug.audio
+    spec = json.dumps(OmegaConf.to_container(a.transforms, resolve=True), sort_keys=True)
+    cache_dir = Path(cfg.paths.cache_dir) / "features"
+    sources = [data.clips[int(i)] for i in indices]
+    paths = [c.path for c in sources]
+    clips, frames, side, skipped = [], [], [], []
+    for v in range(int(a.variants)):
+        got, bad = FeatureCache(cache_dir, AugmentedFrontEnd(front_end_from(cfg.features), spec, v)).get_many(
+            paths, workers=cfg.features.workers)
+        vectors = {}
+        if functionals is not None:
+            vectors, more = FeatureCache(cache_dir, AugmentedFrontEnd(functionals, spec, v)).get_many(
+                [p for p in paths if p in got], workers=cfg.features.workers)
+            bad = bad + more
+        skipped += [dict(s, reason=f"aug=audio variant {v}: {s['reason']}") for s in bad]
+        for c in sources:
+            if c.path in got and (functionals is None or c.path in vectors):
+                clips.append(c)
+                frames.append(with_channels(torch.from_numpy(got[c.path])))
+                if functionals is not None:
+                    side.append(torch.from_numpy(np.nan_to_num(vectors[c.path], nan=0.0, posinf=0.0, neginf=0.0)).float())
+    for s in skipped:
+        log.warning("skipped %s: %s", s["path"], s["reason"])
+    return LabelledClips(clips=clips, features=frames, emotions=data.emotions, skipped=skipped,
+                         functionals=side if functionals is not None else None)
 
 
 def with_channels(x: torch.Tensor) -> torch.Tensor:

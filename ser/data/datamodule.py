@@ -86,6 +86,12 @@ class SERDataModule(pl.LightningDataModule):
             for name, idx in (("train", split.train), ("val", split.val), ("test", split.test))
         }
 
+    def training_copies(self, copies: LabelledClips) -> ClipDataset:
+        """A training set of augmented copies of real training clips (aug=audio): each is normalised
+        as its source speaker and goes through the training pipeline like a real clip."""
+        return ClipDataset(copies.features, copies.labels, copies.speakers, self.train_pipeline, train=True,
+                           functionals=copies.functionals, functionals_normalizer=self.functionals_normalizer)
+
     @property
     def num_classes(self) -> int:
         return len(self.data.emotions)

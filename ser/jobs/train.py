@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser.config import check_train_config
-from ser.data.build import DIGESTS, front_end_from, prepare
+from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import SERDataModule
 from ser.diffusion.mixing import edited_training_set, synthetic_training_set, wants_edits, wants_synthetic
@@ -31,7 +31,8 @@ from ser.evaluation.plots import plot_confusion, plot_layer_weights
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
 from ser.io import write_json
-from ser.models.classical import fit_predict_classical
+from ser.features.smile import SmileFunctionals
+from ser.models.classical import fit_predict_classical, input_names
 from ser.models.backbones import learned_layer_weights
 from ser.models.classifier import EmotionClassifier
 from ser.models.export import export_classifier, predict_proba
@@ -62,7 +63,14 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
         if y_prob is None:
             return None
     else:
-        y_prob, extra, linear = fit_predict_classical(cfg, data, split)
+        copies = None
+        if wants_audio(cfg.aug):
+            reads = "functionals" in input_names(cfg.model.inputs)
+            smile = SmileFunctionals(cfg.model.feature_set, cfg.features.sr, cfg.features.min_duration,
+                                     cfg.features.max_duration) if reads else None
+            copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
+        y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
+        extra["audio_augmentation"] = _audio_report(cfg, copies)
         loggers = []
         if linear is not None:  # a linear classifier exports as arrays; a kernel SVM does not
             linear.save(run_dir / "model", {"front_end": _front_end_spec(cfg), "trained_on": split.train_speakers,
@@ -153,6 +161,11 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         dm.extra_only = synthetic_info["only"]
     elif wants_edits(aug):
         dm.extra_train, synthetic_info = edited_training_set(cfg, dm, data, split)
+    copies = None
+    if wants_audio(aug):
+        copies = augmented_clips(cfg, data, split.train, functionals=functionals_front_end(cfg.features)
+                                 if data.functionals is not None else None)
+        dm.extra_train = dm.training_copies(copies)
     class_weights = None
     if m.class_weights == "balanced":
         # Inverse-frequency weights so every emotion counts equally in the loss, as it does in UA.
@@ -207,8 +220,21 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         "normalization": m.input.normalization,
         "transductive": m.input.normalization == "speaker",
         "synthetic": synthetic_info,
+        "audio_augmentation": _audio_report(cfg, copies),
     }
     return y_prob, extra, loggers
+
+
+def wants_audio(aug) -> bool:
+    """aug=audio: waveform-augmented copies of the training clips."""
+    return "audio" in aug and aug.audio.variants > 0
+
+
+def _audio_report(cfg, copies) -> dict | None:
+    if copies is None:
+        return None
+    return {"variants": int(cfg.aug.audio.variants), "n_used": len(copies.clips),
+            "transforms": OmegaConf.to_container(cfg.aug.audio.transforms, resolve=True), "skipped": copies.skipped}
 
 
 def _last_checkpoint(trainer: pl.Trainer) -> Path | None:

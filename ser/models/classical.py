@@ -26,13 +26,25 @@ from ser.models.linear_model import LinearModel, linear_view
 log = logging.getLogger(__name__)
 
 
-def standardize_per_speaker(x: np.ndarray, speakers: list[str]) -> np.ndarray:
+def standardize_per_speaker(x: np.ndarray, speakers: list[str], extra: np.ndarray | None = None,
+                            extra_speakers: list[str] | None = None):
+    """Each speaker's rows z-scored with that speaker's statistics. `extra` rows (augmented copies
+    of a speaker's clips) are scaled with their source speaker's statistics, from real clips only;
+    with them, returns (x, extra)."""
     out = np.empty_like(x)
     speakers = np.asarray(speakers)
+    scalers = {}
     for spk in np.unique(speakers):
         rows = speakers == spk
-        out[rows] = StandardScaler().fit_transform(x[rows])
-    return out
+        scalers[spk] = StandardScaler().fit(x[rows])
+        out[rows] = scalers[spk].transform(x[rows])
+    if extra is None:
+        return out
+    extra_out = np.empty_like(extra)
+    extra_speakers = np.asarray(extra_speakers)
+    for spk in np.unique(extra_speakers):
+        extra_out[extra_speakers == spk] = scalers[spk].transform(extra[extra_speakers == spk])
+    return out, extra_out
 
 
 def pooled_layers(features: list, layers) -> np.ndarray:
@@ -102,17 +114,25 @@ def view_weights(spec, dims: list[int], fusion: str = "early") -> np.ndarray:
     return weights
 
 
-def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = None, weight: float = 1.0):
+def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = None, weight: float = 1.0,
+              extra: tuple | None = None):
     """One classifier (with its hyper-parameter search) on one matrix, standardised on the training
     clips and then each column times its weight (`columns`; early fusion's view weights): the test
     clips' class pseudo-probabilities, what the search chose, and the fitted view as arrays
-    (None if the classifier is not linear)."""
+    (None if the classifier is not linear). `extra`: (rows, labels, speakers) of augmented
+    training copies, trained on beside the real clips (the scaler stays fitted on real clips)."""
     m = cfg.model
     scaler = StandardScaler().fit(x[train])
     columns = np.ones(x.shape[1]) if columns is None else columns
 
     def inputs(rows):
         return scaler.transform(x[rows]) * columns
+
+    train_x, train_y, groups = inputs(train), data.labels[train], np.asarray(data.speakers)[train]
+    if extra is not None:
+        # An augmented copy belongs to its source speaker, so the inner CV stays speaker-disjoint.
+        train_x = np.concatenate([train_x, scaler.transform(extra[0]) * columns])
+        train_y, groups = np.concatenate([train_y, extra[1]]), np.concatenate([groups, np.asarray(extra[2])])
 
     classifier, search = instantiate(m.classifier), None
     if m.search:
@@ -121,11 +141,11 @@ def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = No
         # influence the choice.
         inner = LeaveOneGroupOut() if m.search_folds is None else GroupKFold(n_splits=m.search_folds)
         classifier = GridSearchCV(classifier, OmegaConf.to_container(m.search), cv=inner, scoring="balanced_accuracy")
-        classifier.fit(inputs(train), data.labels[train], groups=np.asarray(data.speakers)[train])
+        classifier.fit(train_x, train_y, groups=groups)
         search = {"chosen": classifier.best_params_, "inner_ua": round(float(classifier.best_score_), 4),
                   "inner_cv": "leave-one-speaker-out" if m.search_folds is None else f"{m.search_folds} speaker-disjoint folds"}
     else:
-        classifier.fit(inputs(train), data.labels[train])
+        classifier.fit(train_x, train_y)
     scores = classifier.decision_function(inputs(split.test))
     # Decision scores -> per-class pseudo-probabilities (argmax unchanged): one results format for
     # every classifier, and what late fusion averages.
@@ -135,33 +155,44 @@ def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = No
     return probs, search, linear_view(parts, scaler, classifier, columns, inputs(train[:200]), weight)
 
 
-def fit_predict_classical(cfg, data, split):
+def fit_predict_classical(cfg, data, split, extra=None):
     """Train on the split's training clips (validation clips join them: no model selection here).
     The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
     the run's speech encoder (`encoder_layers`, with features=encoder), or several views
     (`[encoder_layers, functionals]`, or `model.layers: each`), each standardised on its own first,
     then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
-    view with their probabilities averaged (`late`)."""
+    view with their probabilities averaged (`late`). `extra`: augmented copies of training clips
+    (aug=audio; LabelledClips whose functionals, if read, are model.feature_set's), trained on too."""
     m, names = cfg.model, input_names(cfg.model.inputs)
     views = clip_views(m.inputs, m.layers, m.feature_set, data.features, lambda: _functionals(cfg, data))
-    if m.speaker_norm:
+    extra_views = [None] * len(views)
+    if extra is not None:
+        extra_views = [x for _, x in clip_views(m.inputs, m.layers, m.feature_set, extra.features,
+                                                 lambda: np.stack([v.numpy() for v in extra.functionals]).astype(np.float64))]
+    if m.speaker_norm and extra is not None:
+        both = [standardize_per_speaker(x, data.speakers, e, extra.speakers) for (_, x), e in zip(views, extra_views)]
+        views, extra_views = [(name, b[0]) for (name, _), b in zip(views, both)], [b[1] for b in both]
+    elif m.speaker_norm:
         views = [(name, standardize_per_speaker(x, data.speakers)) for name, x in views]
+    extra_rows = (lambda e: None) if extra is None else (lambda e: (e, extra.labels, extra.speakers))  # noqa: E731
     dims = [x.shape[1] for _, x in views]
     weights = view_weights(m.view_weights, dims, m.fusion)
     train = np.concatenate([split.train, split.val])
     if m.fusion == "early" or len(views) == 1:
         x = np.concatenate([x for _, x in views], axis=1)
+        e = None if extra is None else np.concatenate(extra_views, axis=1)
         probs, search, fitted = _fit_view(cfg, x, data, split, train, [name for name, _ in views],
-                                          columns=np.repeat(weights, dims))
+                                          columns=np.repeat(weights, dims), extra=extra_rows(e))
         fitted = [fitted]
     else:
-        per_view = [_fit_view(cfg, x, data, split, train, [name], weight=w) for (name, x), w in zip(views, weights)]
+        per_view = [_fit_view(cfg, x, data, split, train, [name], weight=w, extra=extra_rows(e))
+                    for (name, x), w, e in zip(views, weights, extra_views)]
         probs = sum(w * p for w, (p, _, _) in zip(weights, per_view)) / weights.sum()
         search = {name: s for (name, _), (_, s, _) in zip(views, per_view)} if m.search else None
         fitted = [f for _, _, f in per_view]
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
-             "n_features": int(sum(dims)), "feature_set": m.feature_set if "functionals" in names else None,
+             "n_features": int(sum(dims)), "n_training_rows": int(len(train) + (0 if extra is None else len(extra.clips))), "feature_set": m.feature_set if "functionals" in names else None,
              "layers": m.layers if "encoder_layers" in names else None, "search": search,
              "fusion": {"kind": m.fusion, "views": [name for name, _ in views],
                         "weights": [round(float(w), 4) for w in weights]} if len(views) > 1 else None}
