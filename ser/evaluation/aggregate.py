@@ -4,7 +4,9 @@ Runs are grouped into arms (every choice except fold and seed). For each arm: me
 UA/WA/macro-F1 over its runs, a 95% t-interval for the mean, and the pooled UA over all test
 clips. Each arm is compared with its baseline arm (the same arm with e.g. aug=none) on the
 (fold, seed) pairs both ran: mean paired difference, its 95% CI, paired t-test and Wilcoxon
-signed-rank p-values, and per-class recall differences.
+signed-rank p-values, and per-class recall differences. Generative augmentation arms are also
+compared with the best classical augmentation arm (specaug, audio, mixup), and p-values are
+Holm-corrected within each family of comparisons.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from scipy import stats
 
 from ser.errors import DataError, NotFound
-from ser.evaluation.metrics import bootstrap_ci, classification_metrics, t_interval, unweighted_accuracy
+from ser.evaluation.metrics import bootstrap_ci, classification_metrics, holm, t_interval, unweighted_accuracy
 from ser.evaluation.plots import plot_arms, plot_confusion, plot_learning_curves
 from ser.io import atomic_path, write_json, write_text
 
@@ -107,12 +109,56 @@ def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str =
 
 def baseline_of(arm: dict, baseline: dict) -> dict:
     """The arm `arm` is compared with: its choices with `baseline`'s substituted; a `null` in
-    `baseline` removes that key (an option the baseline arm does not have, e.g. model.layers)."""
-    merged = {**arm, **{k: str(v) for k, v in baseline.items() if v is not None}}
+    `baseline` removes that key (an option the baseline arm does not have, e.g. model.layers).
+    A group the baseline switches (`aug: none`) takes the arm's options of that group with it
+    (`aug.synthetic.ratio=2` belongs to aug=ddpm, not to aug=none)."""
+    switched = [k for k in baseline if "." not in k and baseline[k] is not None and arm.get(k) != str(baseline[k])]
+    kept = {k: v for k, v in arm.items() if not any(k.startswith(g + ".") for g in switched)}
+    merged = {**kept, **{k: str(v) for k, v in baseline.items() if v is not None}}
     return {k: v for k, v in merged.items() if baseline.get(k, "") is not None}
 
 
-def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, metric: str = "ua") -> dict:
+def best_classical_of(row: dict, rows: list[dict], classical: list[str], metric: str) -> dict | None:
+    """The best-scoring classical-augmentation arm (e.g. aug=specaug, audio, mixup) that differs from
+    `row` only in its augmentation: the bar a generative arm has to clear. None for classical arms
+    themselves and where no such arm ran."""
+    aug = row["arm_spec"].get("aug")
+    if aug is None or aug in classical or aug == "none":
+        return None
+    candidates = [r for r in rows if r["arm_spec"].get("aug") in classical
+                  and r["arm"] == arm_label(baseline_of(row["arm_spec"], {"aug": r["arm_spec"]["aug"]}))]
+    return max(candidates, key=lambda r: r[metric]["mean"], default=None)
+
+
+def augmentation_summary(runs: list[dict]) -> dict | None:
+    """What an augmentation arm trained on, averaged over its runs: synthetic or edited clips (how
+    many, how many distinct, the filter's kept fraction, generation time) and waveform copies."""
+    syn = [r["synthetic"] for r in runs if r.get("synthetic")]
+    audio = [r["audio_augmentation"] for r in runs if r.get("audio_augmentation")]
+    if not syn and not audio:
+        return None
+    mean = lambda xs: None if not xs else float(np.mean(xs))  # noqa: E731
+    out = {}
+    if syn:
+        made = [s.get("provided") or {} for s in syn]
+        kept = [s["filter"]["kept_fraction"] for s in syn if s.get("filter")]
+        out["synthetic"] = {
+            "n_used": mean([s["n_used"] for s in syn]), "n_unique": mean([s.get("n_unique", s["n_used"]) for s in syn]),
+            "kept_fraction": mean(kept), "sampler": sorted({f"{s['sampler']}-{s['steps']}" for s in syn}),
+            "strength": mean([s["strength"] for s in syn if "strength" in s]),
+            "generation_time_s": float(sum(m.get("generator_train_time_s", 0) + m.get("sample_time_s", 0)
+                                           + m.get("edit_time_s", 0) for m in made))}
+    if audio:
+        out["audio"] = {"n_used": mean([a["n_used"] for a in audio]), "variants": audio[0]["variants"]}
+    return out
+
+
+def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, metric: str = "ua",
+              classical: list[str] | None = None) -> dict:
+    """`baselines`: each arm is compared with the same arm under each of these choices (the first
+    is the reference). `classical`: the aug options that count as classical augmentation; each
+    other augmentation arm is also compared with the best of them. p-values are Holm-corrected
+    within each family (all comparisons with the same kind of reference)."""
     runs = find_runs(paths)
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
@@ -121,6 +167,7 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     rows = [summarize_arm(rs) for _, rs in sorted(by_arm.items())]
     for row in rows:
         row["comparisons"] = {}
+        row["augmentation"] = augmentation_summary(by_arm[row["arm"]])
     # Baselines in the order given: the first is the reference (e.g. aug=none); a pair already
     # compared one way round is not repeated the other way.
     for base in baselines or []:
@@ -130,7 +177,18 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
             if base_label != row["arm"] and base_label in by_arm and not reverse_done:
                 cmp = paired_comparison(by_arm[row["arm"]], by_arm[base_label], metric)
                 if cmp:
-                    row["comparisons"][base_label] = cmp
+                    row["comparisons"][base_label] = dict(cmp, family=f"vs {arm_label(base)}")
+    for row in rows:
+        best = best_classical_of(row, rows, classical or [], metric)
+        cmp = best and paired_comparison(by_arm[row["arm"]], by_arm[best["arm"]], metric)
+        row["vs_best_classical"] = dict(cmp, arm=best["arm"], family="vs the best classical augmentation") if cmp else None
+    families = defaultdict(list)
+    for row in rows:
+        for c in [*row["comparisons"].values(), *([row["vs_best_classical"]] if row["vs_best_classical"] else [])]:
+            families[c["family"]].append(c)
+    for family in families.values():
+        for c, adjusted in zip(family, holm([c["p_ttest"] for c in family])):
+            c["p_holm"], c["family_size"] = adjusted, len(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"metric": metric, "n_runs": len(runs), "arms": rows,
@@ -260,16 +318,41 @@ def markdown_table(rows: list[dict]) -> str:
             f"{r['pooled_ua']:.3f} [{r['pooled_ua_ci95'][0]:.3f}, {r['pooled_ua_ci95'][1]:.3f}] |")
     cmp_lines = []
     for r in rows:
-        for base, c in r["comparisons"].items():
+        against = list(r["comparisons"].items())
+        if r.get("vs_best_classical"):
+            c = r["vs_best_classical"]
+            against.append((c["arm"], c))
+        for base, c in against:
             p = lambda x: "n/a" if x is None else f"{x:.3g}"  # noqa: E731
+            tag = " (best classical)" if c["family"].endswith("classical augmentation") else ""
             cmp_lines.append(
-                f"| {names[r['arm']]} | {names.get(base, base)} | {c['n_pairs']} | {c['delta_mean']:+.3f} | "
+                f"| {names[r['arm']]} | {names.get(base, base)}{tag} | {c['n_pairs']} | {c['delta_mean']:+.3f} | "
                 f"{c['delta_ci95'][0]:+.3f} to {c['delta_ci95'][1]:+.3f} | {c['wins']}/{c['losses']}/{c['ties']} | "
-                f"{p(c['p_ttest'])} | {p(c['p_wilcoxon'])} |")
+                f"{p(c['p_ttest'])} | {p(c.get('p_holm'))} ({c.get('family_size', 1)}) | {p(c['p_wilcoxon'])} |"
+                + (f" {', '.join(f'{e} {d:+.3f}' for e, d in c['per_class_delta'].items() if d is not None)} |"))
     if cmp_lines:
-        lines += ["", "Paired comparisons (same folds and seeds):", "",
-                  "| arm | vs baseline | pairs | delta UA | 95% CI | wins/losses/ties | p (paired t) | p (Wilcoxon) |",
-                  "|---|---|---|---|---|---|---|---|", *cmp_lines]
+        lines += ["", "Paired comparisons (same folds and seeds; Holm: corrected within each family of comparisons, "
+                      "family size in brackets; per-class: recall deltas):", "",
+                  "| arm | vs baseline | pairs | delta UA | 95% CI | wins/losses/ties | p (paired t) | p (Holm) | "
+                  "p (Wilcoxon) | per-class delta |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *cmp_lines]
+    aug_lines = []
+    for r in rows:
+        a = r.get("augmentation")
+        if not a:
+            continue
+        syn, audio = a.get("synthetic"), a.get("audio")
+        fmt = lambda x, f="{:.0f}": "-" if x is None else f.format(x)  # noqa: E731
+        aug_lines.append(
+            f"| {names[r['arm']]} | {fmt(syn and syn['n_used'])} ({fmt(syn and syn['n_unique'])} distinct) | "
+            f"{fmt(syn and syn['kept_fraction'], '{:.2f}')} | {', '.join(syn['sampler']) if syn else '-'} | "
+            f"{fmt(syn and syn['strength'], '{:.2f}')} | {fmt(syn and syn['generation_time_s'])} | "
+            f"{fmt(audio and audio['n_used'])} |")
+    if aug_lines:
+        lines += ["", "What the augmentation arms trained on (means per run; generation time summed over runs that "
+                      "made a generator, pool or edits):", "",
+                  "| arm | synthetic clips per run | filter kept | sampler | SDEdit strength | generation s | "
+                  "waveform copies per run |", "|---|---|---|---|---|---|---|", *aug_lines]
     return "\n".join(lines) + "\n"
 
 

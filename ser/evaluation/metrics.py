@@ -95,3 +95,15 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float]:
         return float(v.mean()), float(v.mean())
     ci = stats.ttest_1samp(v, 0.0).confidence_interval(level)
     return float(ci.low), float(ci.high)
+
+
+def holm(pvalues) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None entries are skipped and stay
+    None): controls the family-wise error rate without assuming the tests are independent."""
+    present = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    running, m = 0.0, len(present)
+    for rank, (p, i) in enumerate(sorted(present)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

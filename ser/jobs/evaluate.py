@@ -26,7 +26,8 @@ def evaluate(cfg: DictConfig) -> dict:
     runs = [str(r) for r in runs]
     out_dir = Path(cfg.out_dir) if cfg.out_dir else Path(runs[0]) / "summary"
     baselines = OmegaConf.to_container(cfg.baselines) if cfg.baselines else []
-    summary = aggregate(runs, out_dir, baselines=baselines, metric=cfg.metric)
+    summary = aggregate(runs, out_dir, baselines=baselines, metric=cfg.metric,
+                        classical=list(cfg.classical_augmentations or []))
     print((out_dir / "summary.md").read_text())
     print(f"wrote {out_dir}/summary.json, summary.md, summary.png")
     loggers = instantiate_loggers(cfg.logger, csv={"save_dir": str(out_dir)},

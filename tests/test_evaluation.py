@@ -1,0 +1,71 @@
+"""evaluate.py's statistics for augmentation studies: Holm's correction, comparisons with aug=none
+and with the best classical augmentation, and what each augmentation arm trained on."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ser.evaluation.aggregate import aggregate, baseline_of
+from ser.evaluation.metrics import holm
+
+
+def test_holm_matches_the_step_down_definition():
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.2, None, 0.9]) == [pytest.approx(0.4), None, pytest.approx(0.9)]  # None is no test
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1, never below an earlier step
+    assert holm([0.4, 0.6]) == pytest.approx([0.8, 0.8]) and holm([]) == []
+
+
+def test_switching_a_group_drops_that_groups_options():
+    arm = {"aug": "ddpm", "aug.synthetic.filter": "0.5", "model": "mel_tdnn", "model.epochs": "2"}
+    assert baseline_of(arm, {"aug": "none"}) == {"aug": "none", "model": "mel_tdnn", "model.epochs": "2"}
+    assert baseline_of(arm, {"aug": "ddpm"}) == arm  # not switched: its options stay
+
+
+def _write_run(root, k, aug, extra_arm, fold, correct, synthetic=None):
+    """A results.json of 10 test clips (5 per class) with `correct` of them right."""
+    labels = [0] * 5 + [1] * 5
+    preds = [y if i < correct else 1 - y for i, y in enumerate(labels)]
+    d = root / f"{k}"
+    d.mkdir(parents=True)
+    r = {"fold": fold, "seed": 0, "arm": {"aug": aug, **extra_arm}, "emotions": ["a", "b"], "protocol": "loso",
+         "speaker_independent": True, "test_clips": [f"f{fold}c{i}" for i in range(10)], "test_labels": labels,
+         "test_predictions": preds, "metrics": {}, "wall_time_s": 1.0, "synthetic": synthetic}
+    (d / "results.json").write_text(json.dumps(r))
+
+
+def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp_path):
+    scores = {"none": [6, 6, 7, 6, 6], "specaug": [7, 6, 7, 7, 6], "audio": [8, 7, 8, 8, 7],
+              "ddpm": [9, 8, 9, 9, 8], "sdedit": [8, 7, 8, 9, 7]}
+    k = 0
+    for aug, per_fold in scores.items():
+        for fold, correct in enumerate(per_fold):
+            synthetic = None
+            if aug in ("ddpm", "sdedit"):
+                synthetic = {"n_used": 40, "n_unique": 40, "sampler": "ddim", "steps": 50,
+                             "filter": {"kept_fraction": 0.5} if aug == "ddpm" else None,
+                             **({"strength": 0.3} if aug == "sdedit" else {}),
+                             "provided": {"generator_train_time_s": 10.0, "sample_time_s": 2.0}}
+            _write_run(tmp_path, k, aug, {"aug.synthetic.filter": "0.5"} if aug == "ddpm" else {}, fold, correct, synthetic)
+            k += 1
+    summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}],
+                        classical=["specaug", "audio", "mixup"])
+    arms = {a["arm_spec"]["aug"]: a for a in summary["arms"]}
+    ddpm = arms["ddpm"]
+    vs_none = ddpm["comparisons"]["aug=none"]  # aug.synthetic.filter left with the switch to aug=none
+    assert vs_none["n_pairs"] == 5 and vs_none["delta_mean"] == pytest.approx(0.24)
+    best = ddpm["vs_best_classical"]
+    assert best["arm"] == "aug=audio" and best["delta_mean"] == pytest.approx(0.10)  # audio beats specaug
+    assert arms["audio"]["vs_best_classical"] is None and arms["none"]["vs_best_classical"] is None
+    # Holm within each family: 4 arms vs none, 2 generative arms vs the best classical one.
+    assert vs_none["family_size"] == 4 and best["family_size"] == 2
+    family = [arms[a]["comparisons"]["aug=none"]["p_ttest"] for a in ("specaug", "audio", "ddpm", "sdedit")]
+    assert [arms[a]["comparisons"]["aug=none"]["p_holm"] for a in ("specaug", "audio", "ddpm", "sdedit")] == \
+        pytest.approx(holm(family))
+    assert vs_none["p_holm"] >= vs_none["p_ttest"] and set(vs_none["per_class_delta"]) == {"a", "b"}
+    assert ddpm["augmentation"]["synthetic"]["kept_fraction"] == 0.5
+    assert ddpm["augmentation"]["synthetic"]["generation_time_s"] == pytest.approx(60.0)
+    md = (tmp_path / "summary" / "summary.md").read_text()
+    assert "(best classical)" in md and "p (Holm)" in md and "filter kept" in md
+    assert np.isfinite(best["p_holm"])
