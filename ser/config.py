@@ -157,30 +157,41 @@ def _check_encoder(cfg: DictConfig) -> None:
                           "(0 = the input embeddings)")
 
 
+def voices_for_encoder(cfg: DictConfig) -> bool:
+    """Generated spectrograms reach a linear probe on a frozen speech encoder by being voiced and
+    encoded like real audio (ser/diffusion/encoded.py)."""
+    m = cfg.model
+    return m.kind == "classical" and input_names(m.inputs) == ["encoder_layers"] and cfg.features.kind == "encoder"
+
+
 def _check_synthetic(cfg: DictConfig) -> None:
+    generated = [k for k in ("synthetic", "sdedit") if k in cfg.aug]
+    if not generated:
+        return
+    what = f"aug={cfg.aug.name}"
+    _choice(cfg, "generator.sampling.sampler", SAMPLERS)
     if "sdedit" in cfg.aug:
-        _require_log_mel(cfg, f"aug={cfg.aug.name} (SDEdit variants of log-mel spectrograms)")
         _choice(cfg, "aug.sdedit.generate", GENERATE)
-        _choice(cfg, "generator.sampling.sampler", SAMPLERS)
         if not 0.0 <= float(cfg.aug.sdedit.strength) <= 1.0:
             raise ConfigError(f"aug.sdedit.strength={cfg.aug.sdedit.strength} must be in [0, 1] (0: the clip unchanged)")
-        if cfg.model.kind != "neural" or cfg.features.functionals:
-            raise ConfigError(f"aug=sdedit adds edited spectrograms to a network's training set; model={cfg.model.name} "
-                              "cannot read them")
-    if "synthetic" not in cfg.aug:
+    if "synthetic" in cfg.aug:
+        _choice(cfg, "aug.synthetic.generate", GENERATE)
+        _choice(cfg, "aug.synthetic.classes", CLASSES)
+        f = cfg.aug.synthetic.filter
+        if f is not None and not (isinstance(f, (int, float)) and 0 < f < 1):
+            raise ConfigError(f"aug.synthetic.filter={f!r}: a probability threshold in (0, 1), or null for no filter")
+    if voices_for_encoder(cfg):
+        if "synthetic" in cfg.aug and cfg.aug.synthetic.only:
+            raise ConfigError(f"{what} (synthetic clips alone) is built for networks on log-mels; with model={cfg.model.name} "
+                              "mix them with the real clips (aug=ddpm)")
         return
-    _require_log_mel(cfg, f"aug={cfg.aug.name} (synthetic spectrograms)")
-    _choice(cfg, "aug.synthetic.generate", GENERATE)
-    _choice(cfg, "aug.synthetic.classes", CLASSES)
-    _choice(cfg, "generator.sampling.sampler", SAMPLERS)
-    f = cfg.aug.synthetic.filter
-    if f is not None and not (isinstance(f, (int, float)) and 0 < f < 1):
-        raise ConfigError(f"aug.synthetic.filter={f!r}: a probability threshold in (0, 1), or null for no filter")
     if cfg.model.kind != "neural":
-        raise ConfigError(f"aug={cfg.aug.name} adds synthetic spectrograms to a network's training set; "
-                          f"model={cfg.model.name} is classical")
+        raise ConfigError(f"{what} adds generated spectrograms to a network on log-mels, or (voiced and encoded) to a "
+                          f"linear probe on a speech encoder (model=encoder_linear or encoder_lda with features=encoder); "
+                          f"model={cfg.model.name} is neither")
+    _require_log_mel(cfg, f"{what} (generated log-mel spectrograms)")
     if cfg.features.functionals:
-        raise ConfigError("synthetic spectrograms have no openSMILE functionals; aug=ddpm cannot feed model=hybrid_tdnn")
+        raise ConfigError(f"generated spectrograms have no openSMILE functionals; {what} cannot feed model=hybrid_tdnn")
 
 
 def _require_log_mel(cfg: DictConfig, what: str) -> None:

@@ -178,3 +178,40 @@ def test_aug_audio_feeds_networks_and_linear_probes_on_encoders(tmp_path, cache_
     assert augmented["audio_augmentation"]["n_used"] == 72 and plain["audio_augmentation"] is None
     assert augmented["test_clips"] == plain["test_clips"]
     assert (plain["n_training_rows"], augmented["n_training_rows"]) == (36, 108)
+
+
+@pytest.mark.slow
+def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
+    from test_encoder import _tiny_wav2vec2
+
+    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    base = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", f"paths.cache_dir={tmp_path / 'c'}",
+            f"features.encoder.name={encoder}", "model=encoder_linear", "evaluation.n_bootstrap=20", *TINY_DIFFUSION,
+            "hardware.progress_bar=false"]
+    ddpm = train(*base, "aug=ddpm", output_dir=tmp_path / "ddpm")
+    syn = ddpm["synthetic"]
+    # 24 synthetic clips (one per real training clip) voiced, encoded and trained on beside the 36 real ones.
+    assert syn["n_used"] == syn["n_unique"] == 24 and syn["provided"]["generator_trained_here"]
+    assert ddpm["n_training_rows"] == 36 + 24 and syn["voiced_and_encoded"]["seconds"] >= 0
+    gen = json.loads(next((tmp_path / "c" / "generators").glob("*")).joinpath("generator", "metadata.json").read_text())
+    assert gen["front_end"]["kind"] == "mel" and gen["front_end"]["n_mels"] == 128  # the generator learned log-mels
+    edits = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
+    assert edits["n_training_rows"] == 36 + 24 and not edits["synthetic"]["provided"]["generator_trained_here"]
+    assert list((tmp_path / "c" / "generators").glob("*/synthetic/voiced-gl32-encoder-*"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["aug=ddpm", "model=egemaps_svm"], "is neither"),
+    (["aug=ddpm_only", "features=encoder", "model=encoder_linear"], "synthetic clips alone"),
+    (["aug=sdedit", "aug.sdedit.strength=1.5"], r"must be in \[0, 1\]"),
+    (["aug=ddpm", "aug.synthetic.filter=2"], "a probability threshold in"),
+    (["aug=ddpm", "aug.synthetic.generate=sometimes"], "choose one of: if_missing, never"),
+    (["aug=ddpm", "aug.synthetic.classes=equal"], "choose one of: real, balanced"),
+    (["aug=ddpm", "generator.sampling.sampler=dimm"], "choose one of: ddpm, ddim"),
+])
+def test_generated_arms_refuse_what_they_cannot_do(tmp_path, overrides, message):
+    from conftest import compose_config
+    from ser.config import check_train_config
+
+    with pytest.raises(ValueError, match=message):
+        check_train_config(compose_config("train", *overrides, output_dir=tmp_path))

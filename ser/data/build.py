@@ -117,6 +117,18 @@ def labelled_clips(corpus: Corpus, front_end, cache_dir: str | Path, workers: in
     return LabelledClips(clips=clips, features=frames, emotions=emotions, skipped=corpus.skipped + skipped, functionals=side)
 
 
+def same_clips_with(cfg: DictConfig, data: LabelledClips, front_end) -> LabelledClips:
+    """`data`'s clips, in the same order (so a split's indices still hold), with another front
+    end's cached features: e.g. the log-mels a fold's generator learns from, in a run whose
+    classifier reads a speech encoder."""
+    paths = [c.path for c in data.clips]
+    got, skipped = FeatureCache(Path(cfg.paths.cache_dir) / "features", front_end).get_many(paths, workers=cfg.features.workers)
+    if skipped:
+        raise DataError(f"{len(skipped)} clip(s) that the run's front end accepted fail in {front_end.kind}: {skipped[:3]}")
+    return LabelledClips(clips=data.clips, features=[with_channels(torch.from_numpy(got[p])) for p in paths],
+                         emotions=data.emotions)
+
+
 def augmented_clips(cfg: DictConfig, data: LabelledClips, indices, functionals=None) -> LabelledClips:
     """aug=audio: `aug.audio.variants` waveform-augmented copies of the clips at `indices` (the
     training clips), through the run's front end, cached (ser/features/augment.py). Each copy keeps

@@ -34,6 +34,17 @@ class LabelledClips:
         return [c.speaker for c in self.clips]
 
 
+@dataclass
+class ExtraClips:
+    """Training examples beside the real clips that are not clips of the corpus (generated
+    spectrograms, encoded): their features, labels and the speaker each is normalised as."""
+
+    features: list[torch.Tensor]
+    labels: np.ndarray
+    speakers: list[str]
+    functionals: list[torch.Tensor] | None = None
+
+
 class ClipDataset(Dataset):
     """Model inputs and labels: a clip's frame features through their pipeline, paired with the
     clip's normalised functionals when the model reads them too."""

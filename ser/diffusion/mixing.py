@@ -37,9 +37,16 @@ def wants_edits(aug) -> bool:
 
 
 def edited_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Split) -> tuple[ClipDataset, dict]:
-    """aug=sdedit: `aug.sdedit.variants` variants of every real training clip under its own emotion,
-    each normalised as its source speaker (it is that speaker's clip, moved), and what results.json
-    records about them. Made on demand (ser/diffusion/pool.py) unless `generate: never`."""
+    """aug=sdedit for a network on log-mels: the variants (`fold_edits`), each normalised as its
+    source speaker (it is that speaker's clip, moved)."""
+    mels, labels, speakers, report = fold_edits(cfg, data, split)
+    return ClipDataset(mels, labels, speakers, dm.train_pipeline, train=True), report
+
+
+def fold_edits(cfg, data: LabelledClips, split: Split) -> tuple[list, np.ndarray, list[str], dict]:
+    """aug=sdedit: `aug.sdedit.variants` variants of every real training clip under its own emotion
+    (spectrograms, labels, source speakers) and what results.json records about them. Made on
+    demand (ser/diffusion/pool.py) unless `generate: never`. `data` holds log-mel features."""
     a = cfg.aug.sdedit
     if a.generate not in GENERATE:
         raise invalid_choice("aug.sdedit.generate", a.generate, GENERATE)
@@ -56,8 +63,7 @@ def edited_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Spli
     if float(info["train_fraction"]) != float(cfg.dataset.train_fraction) or info["emotions"] != data.emotions:
         raise GeneratorFoldLeak(f"SDEdit variants {path} come from another training set (train_fraction "
                                 f"{info['train_fraction']}, emotions {info['emotions']}); delete them to remake them")
-    dataset = ClipDataset(mels, np.asarray(info["labels"]), info["speakers"], dm.train_pipeline, train=True)
-    return dataset, {"path": str(path), "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
+    return mels, np.asarray(info["labels"]), info["speakers"], {"path": str(path), "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
                      "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
                      "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
 
@@ -93,8 +99,16 @@ def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: 
 
 
 def synthetic_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Split, seed: int) -> tuple[ClipDataset, dict]:
-    """This run's synthetic clips as a labelled dataset, normalised like one more speaker, and
-    what results.json records about them."""
+    """This run's synthetic clips (`draw_synthetic`) as a labelled dataset for a network on
+    log-mels, normalised like one more speaker (label-free statistics of the generator's output)."""
+    chosen, labels, report = draw_synthetic(cfg, data, split, seed)
+    dm.normalizer.add_speaker(SYNTHETIC_SPEAKER, chosen)
+    return ClipDataset(chosen, labels, [SYNTHETIC_SPEAKER] * len(chosen), dm.train_pipeline, train=True), report
+
+
+def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[list, np.ndarray, dict]:
+    """This run's synthetic spectrograms and labels, drawn from the fold's pool (made or grown
+    first when allowed), and what results.json records about them. `data` holds log-mel features."""
     s, emotions = cfg.aug.synthetic, data.emotions
     if s.generate not in GENERATE:
         raise invalid_choice("aug.synthetic.generate", s.generate, GENERATE)
@@ -137,9 +151,6 @@ def synthetic_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: S
                      "aug.synthetic.generate=if_missing)")
         raise DataError(f"{path}: {err}; use {' or '.join(fixes)}") from None
     chosen = [mels[i] for i in picks]
-    # The generator is normalised like one more speaker (label-free statistics of its own output).
-    dm.normalizer.add_speaker(SYNTHETIC_SPEAKER, chosen)
-    dataset = ClipDataset(chosen, labels[picks], [SYNTHETIC_SPEAKER] * len(picks), dm.train_pipeline, train=True)
     per_class_pool = np.bincount(labels, minlength=len(emotions))
     per_class_kept = np.bincount(labels[usable], minlength=len(emotions))
     report = {"path": str(path), "n_used": int(len(picks)), "n_unique": int(len(np.unique(picks))),
@@ -155,4 +166,4 @@ def synthetic_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: S
               "provided": provided,
               # synthetic-only: does the generator's output alone teach the emotions of real speakers?
               "only": bool(s.only)}
-    return dataset, report
+    return chosen, labels[picks], report

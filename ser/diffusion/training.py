@@ -18,6 +18,7 @@ from ser.data.splits import Split
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
 from ser.evaluation.plots import plot_convergence
+from ser.features.mel import MelParams
 from ser.hardware import build_trainer
 from ser.io import atomic_dir
 
@@ -89,12 +90,20 @@ def sample_frames(data: LabelledClips, split: Split, frames: int | None = None) 
     return int(frames or np.median([data.features[i].shape[-1] for i in split.train]))
 
 
+def _log_mel_front_end(cfg: DictConfig) -> dict:
+    """The log-mel front end a generator learns from: the run's (features=default, maybe retuned),
+    or, for a run whose classifier reads a speech encoder, the reference log-mel (MelParams())."""
+    if cfg.features.kind == "mel":
+        return OmegaConf.to_container(cfg.features, resolve=True)
+    return {"kind": "mel", **MelParams().as_dict(), "why": f"the run reads features.kind={cfg.features.kind}"}
+
+
 def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frames: int) -> dict:
     """What a fold's generator records about itself: fold safety is checked against its exact
     training speakers and training fraction."""
     return {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
             "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
-            "recipe": cfg.diffusion.name, "front_end": OmegaConf.to_container(cfg.features), "seed": cfg.generator.seed,
+            "recipe": cfg.diffusion.name, "front_end": _log_mel_front_end(cfg), "seed": cfg.generator.seed,
             "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train)}
 
 

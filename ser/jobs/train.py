@@ -20,10 +20,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ser.config import check_train_config
-from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare
+from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare, same_clips_with
 from ser.data.corpora import label_mapping
-from ser.data.datamodule import SERDataModule
-from ser.diffusion.mixing import edited_training_set, synthetic_training_set, wants_edits, wants_synthetic
+from ser.data.datamodule import ExtraClips, SERDataModule
+from ser.diffusion.encoded import encode_spectrograms
+from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
+                                 wants_synthetic)
+from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
 from ser.errors import ConfigError
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
@@ -31,6 +34,7 @@ from ser.evaluation.plots import plot_confusion, plot_layer_weights
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
 from ser.io import write_json
+from ser.features.mel import LogMel
 from ser.features.smile import SmileFunctionals
 from ser.models.classical import fit_predict_classical, input_names
 from ser.models.backbones import learned_layer_weights
@@ -63,14 +67,17 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
         if y_prob is None:
             return None
     else:
-        copies = None
+        copies, generated = None, None
         if wants_audio(cfg.aug):
             reads = "functionals" in input_names(cfg.model.inputs)
             smile = SmileFunctionals(cfg.model.feature_set, cfg.features.sr, cfg.features.min_duration,
                                      cfg.features.max_duration) if reads else None
             copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
+        elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
+            copies, generated = _generated_for_encoder(cfg, data, split)
         y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
-        extra["audio_augmentation"] = _audio_report(cfg, copies)
+        extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
+        extra["synthetic"] = generated
         loggers = []
         if linear is not None:  # a linear classifier exports as arrays; a kernel SVM does not
             linear.save(run_dir / "model", {"front_end": _front_end_spec(cfg), "trained_on": split.train_speakers,
@@ -223,6 +230,21 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         "audio_augmentation": _audio_report(cfg, copies),
     }
     return y_prob, extra, loggers
+
+
+def _generated_for_encoder(cfg, data, split) -> tuple[ExtraClips, dict]:
+    """aug=ddpm / aug=sdedit for a linear probe on a speech encoder: the fold's generator works on
+    log-mels of the same clips; its spectrograms are voiced and encoded like real audio."""
+    mel_data = same_clips_with(cfg, data, LogMel())
+    if wants_synthetic(cfg.aug):
+        mels, labels, report = draw_synthetic(cfg, mel_data, split, cfg.seed)
+        speakers = [SYNTHETIC_SPEAKER] * len(mels)
+    else:
+        mels, labels, speakers, report = fold_edits(cfg, mel_data, split)
+    started = time.time()
+    encoded = encode_spectrograms(mels, front_end_from(cfg.features), Path(cfg.generator.synthetic_dir))
+    report["voiced_and_encoded"] = {"route": "Griffin-Lim, then the run's encoder", "seconds": round(time.time() - started, 1)}
+    return ExtraClips(encoded, np.asarray(labels), list(speakers)), report
 
 
 def wants_audio(aug) -> bool:

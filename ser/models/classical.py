@@ -43,7 +43,10 @@ def standardize_per_speaker(x: np.ndarray, speakers: list[str], extra: np.ndarra
     extra_out = np.empty_like(extra)
     extra_speakers = np.asarray(extra_speakers)
     for spk in np.unique(extra_speakers):
-        extra_out[extra_speakers == spk] = scalers[spk].transform(extra[extra_speakers == spk])
+        rows = extra_speakers == spk
+        # A source speaker's copies use its statistics; a generator (no real clips) is one more speaker.
+        scaler = scalers[spk] if spk in scalers else StandardScaler().fit(extra[rows])
+        extra_out[rows] = scaler.transform(extra[rows])
     return out, extra_out
 
 
@@ -162,7 +165,8 @@ def fit_predict_classical(cfg, data, split, extra=None):
     (`[encoder_layers, functionals]`, or `model.layers: each`), each standardised on its own first,
     then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
     view with their probabilities averaged (`late`). `extra`: augmented copies of training clips
-    (aug=audio; LabelledClips whose functionals, if read, are model.feature_set's), trained on too."""
+    or generated clips (anything with `features`, `labels`, `speakers` and, where the model reads
+    them, `functionals` of model.feature_set), trained on too."""
     m, names = cfg.model, input_names(cfg.model.inputs)
     views = clip_views(m.inputs, m.layers, m.feature_set, data.features, lambda: _functionals(cfg, data))
     extra_views = [None] * len(views)
@@ -192,7 +196,7 @@ def fit_predict_classical(cfg, data, split, extra=None):
         fitted = [f for _, _, f in per_view]
     extra = {"weights": "n/a (classical)", "normalization": "speaker" if m.speaker_norm else "global",
              "transductive": bool(m.speaker_norm), "inputs": names[0] if len(names) == 1 else names,
-             "n_features": int(sum(dims)), "n_training_rows": int(len(train) + (0 if extra is None else len(extra.clips))), "feature_set": m.feature_set if "functionals" in names else None,
+             "n_features": int(sum(dims)), "n_training_rows": int(len(train) + (0 if extra is None else len(extra.features))), "feature_set": m.feature_set if "functionals" in names else None,
              "layers": m.layers if "encoder_layers" in names else None, "search": search,
              "fusion": {"kind": m.fusion, "views": [name for name, _ in views],
                         "weights": [round(float(w), 4) for w in weights]} if len(views) > 1 else None}

@@ -1,0 +1,60 @@
+"""Generated spectrograms for the classifiers on a frozen speech encoder (issue 11 item 8, route
+"voice, then encode"): each synthetic or SDEdit log-mel is voiced with Griffin-Lim at the
+generator's rate and passed through the run's encoder exactly as a real clip's audio is, so the
+linear probe trains on them as on real clips' pooled layers.
+
+Encoded spectrograms are cached per encoder, keyed by the spectrogram's own bytes, beside the
+fold's generator: a pool that grows, or another run drawing other samples, encodes only what is new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+
+from ser.features.mel import MelParams, mel_to_audio
+from ser.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+GRIFFIN_LIM_ITERS = 32
+
+
+def _key(mel: torch.Tensor) -> str:
+    return hashlib.sha256(mel.float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def voice(mel: torch.Tensor, params: MelParams = MelParams(), n_iter: int = GRIFFIN_LIM_ITERS) -> np.ndarray:
+    """A (1, n_mels, frames) log-mel in dB -> a waveform at `params.sr` (Griffin-Lim, peak 0.5)."""
+    return mel_to_audio(np.asarray(mel[0], dtype=np.float32), params, n_iter=n_iter)
+
+
+def encode_spectrograms(mels: list[torch.Tensor], encoder, cache_dir: str | Path, params: MelParams = MelParams(),
+                        n_iter: int = GRIFFIN_LIM_ITERS) -> list[torch.Tensor]:
+    """Each spectrogram voiced and encoded by `encoder` (a SpeechEncoder front end): its hidden
+    layers (layers, dim, frames), as a real clip's are cached."""
+    import librosa
+
+    folder = Path(cache_dir) / f"voiced-gl{n_iter}-{encoder.kind}-{encoder.fingerprint()}"
+    out, todo = [], 0
+    for mel in mels:
+        entry = folder / f"{_key(mel)}.safetensors"
+        if entry.is_file():
+            out.append(torch.from_numpy(load_file(str(entry))["features"]))
+            continue
+        todo += 1
+        y = voice(mel, params, n_iter)
+        if encoder.sr != params.sr:
+            y = librosa.resample(y, orig_sr=params.sr, target_sr=encoder.sr)
+        features = np.ascontiguousarray(encoder.from_signal(y))
+        with atomic_path(entry) as tmp:
+            save_file({"features": features}, str(tmp))
+        out.append(torch.from_numpy(features))
+    if todo:
+        log.info("voiced and encoded %d generated spectrograms (%d cached) -> %s", todo, len(mels) - todo, folder)
+    return out
