@@ -52,6 +52,10 @@ def check_train_config(cfg: DictConfig) -> None:
         vw = cfg.model.view_weights
         if isinstance(vw, str) and vw != "balanced":
             raise invalid_choice("model.view_weights", vw, ["null", "balanced", "[w1, w2, ...]"])
+        if cfg.aug.specaug or cfg.aug.mixup_alpha:
+            # They act on a network's input tensors and batches; a classical model would silently ignore them.
+            raise ConfigError(f"aug={cfg.aug.name} (SpecAugment / mixup) changes a network's input batches; "
+                              f"model={cfg.model.name} is classical: use aug=audio, ddpm or sdedit, or none")
     _check_encoder(cfg)
     _check_synthetic(cfg)
 

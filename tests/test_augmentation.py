@@ -215,3 +215,12 @@ def test_generated_arms_refuse_what_they_cannot_do(tmp_path, overrides, message)
 
     with pytest.raises(ValueError, match=message):
         check_train_config(compose_config("train", *overrides, output_dir=tmp_path))
+
+
+def test_classical_models_refuse_augmentations_they_would_ignore(tmp_path):
+    from conftest import compose_config
+    from ser.config import check_train_config
+
+    for aug in ("specaug", "mixup"):
+        with pytest.raises(ValueError, match=f"aug={aug} .*classical: use aug=audio"):
+            check_train_config(compose_config("train", "model=egemaps_svm", f"aug={aug}", output_dir=tmp_path))

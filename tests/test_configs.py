@@ -192,7 +192,7 @@ def test_combinations_that_cannot_work_are_refused_before_any_work(tmp_path, mon
     for overrides, message in [
         (["model.select=best", "split.n_val_speakers=0"], "split.n_val_speakers=0 leaves none"),
         (["model=egemaps_svm", "model.view_weights=balance"], "choose one of: null, balanced"),
-        (["aug=ddpm", "model=egemaps_svm"], "is classical"),
+        (["aug=ddpm", "model=egemaps_svm"], "is neither"),
         (["model=hybrid_tdnn"], "reads per-clip openSMILE functionals"),
     ]:
         with pytest.raises(ConfigError, match=message):

@@ -141,7 +141,8 @@ def augmented_clips(cfg: DictConfig, data: LabelledClips, indices, functionals=N
     sources = [data.clips[int(i)] for i in indices]
     paths = [c.path for c in sources]
     clips, frames, side, skipped = [], [], [], []
-    for v in range(int(a.variants)):
+    # Copies are numbered per run seed, so runs of another seed train on other random draws.
+    for v in range(int(cfg.seed) * int(a.variants), (int(cfg.seed) + 1) * int(a.variants)):
         got, bad = FeatureCache(cache_dir, AugmentedFrontEnd(front_end_from(cfg.features), spec, v)).get_many(
             paths, workers=cfg.features.workers)
         vectors = {}

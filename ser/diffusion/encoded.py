@@ -13,6 +13,7 @@ import hashlib
 import logging
 from pathlib import Path
 
+import librosa
 import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
@@ -38,8 +39,6 @@ def encode_spectrograms(mels: list[torch.Tensor], encoder, cache_dir: str | Path
                         n_iter: int = GRIFFIN_LIM_ITERS) -> list[torch.Tensor]:
     """Each spectrogram voiced and encoded by `encoder` (a SpeechEncoder front end): its hidden
     layers (layers, dim, frames), as a real clip's are cached."""
-    import librosa
-
     folder = Path(cache_dir) / f"voiced-gl{n_iter}-{encoder.kind}-{encoder.fingerprint()}"
     out, todo = [], 0
     for mel in mels:

@@ -29,7 +29,7 @@ def build_augmenter(transforms: list[dict]):
     if not transforms:
         raise ConfigError("aug.audio.transforms is empty; list audiomentations transforms, e.g. "
                           "{_target_: audiomentations.PitchShift, min_semitones: -2, max_semitones: 2, p: 0.5}")
-    from audiomentations import Compose
+    from audiomentations import Compose  # 1.3 s to import, and only aug=audio needs it
 
     steps = []
     for t in transforms:

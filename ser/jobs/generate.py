@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from ser.config import check_generate_config
 from ser.data.build import prepare
 from ser.diffusion.assess import assess_synthetic_set
+from ser.diffusion.pool import fold_lock
 from ser.diffusion.sampling import enhance_clips, sample_set
 from ser.diffusion.training import generator_metadata, sample_frames, train_fold_generators
 from ser.hardware import inference_device
@@ -39,11 +40,13 @@ def run_generate(cfg: DictConfig) -> dict:
     # Training speakers only: never the fold's test speakers (and not its validation speakers).
     meta = generator_metadata(cfg, data, split, frames)
     started = time.time()
-    if cfg.mode in ("train", "train_sample"):
-        train_fold_generators(cfg, data, split, meta, cfg.trainer)
-    meta["train_time_s"] = round(time.time() - started, 1)
-    if cfg.mode in ("sample", "train_sample"):
-        sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)
+    # The fold's lock, shared with train.py's on-demand generation: nobody reads a half-made fold.
+    with fold_lock(cfg.generator.root, "generator and samples"):
+        if cfg.mode in ("train", "train_sample"):
+            train_fold_generators(cfg, data, split, meta, cfg.trainer)
+        meta["train_time_s"] = round(time.time() - started, 1)
+        if cfg.mode in ("sample", "train_sample"):
+            sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)
     if cfg.mode == "enhance":
         enhance_clips(cfg, data, split, device)
     if cfg.mode == "quality":
