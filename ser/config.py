@@ -24,6 +24,7 @@ from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 MODEL_KINDS = ("neural", "classical")
+SPACES = ("mel", "encoder_input")  # what a generator models (conf/diffusion/*.yaml: space)
 CLASSICAL_INPUTS = ("functionals", "encoder_layers")  # ser.models.classical
 ENCODER_ARCHS = ("encoder_probe",)  # networks that read an encoder's hidden layers
 FINETUNE_ARCHS = ("encoder_finetune",)  # networks that run (and fine-tune) the encoder on its own input
@@ -66,6 +67,9 @@ def check_generate_config(cfg: DictConfig) -> None:
     _choice(cfg, "sample.sampler", SAMPLERS)
     _choice(cfg, "enhance.sampler", SAMPLERS)
     _require_log_mel(cfg, "generate.py")
+    if cfg.diffusion.space != "mel":
+        raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input; train.py makes it on demand for the "
+                          "encoder probes (aug=ddpm or sdedit with features=encoder). generate.py makes log-mel generators")
 
 
 def check_evaluate_config(cfg: DictConfig) -> None:
@@ -174,6 +178,11 @@ def _check_synthetic(cfg: DictConfig) -> None:
         return
     what = f"aug={cfg.aug.name}"
     _choice(cfg, "generator.sampling.sampler", SAMPLERS)
+    _choice(cfg, "diffusion.space", SPACES)
+    if cfg.diffusion.space == "encoder_input" and not voices_for_encoder(cfg):
+        raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, which only the linear probes on a "
+                          "Whisper encoder read (features=encoder, model=encoder_linear or encoder_lda); use a log-mel "
+                          "recipe (diffusion=cpu) here")
     if "sdedit" in cfg.aug:
         _choice(cfg, "aug.sdedit.generate", GENERATE)
         if not 0.0 <= float(cfg.aug.sdedit.strength) <= 1.0:

@@ -224,3 +224,35 @@ def test_classical_models_refuse_augmentations_they_would_ignore(tmp_path):
     for aug in ("specaug", "mixup"):
         with pytest.raises(ValueError, match=f"aug={aug} .*classical: use aug=audio"):
             check_train_config(compose_config("train", "model=egemaps_svm", f"aug={aug}", output_dir=tmp_path))
+
+
+@pytest.mark.slow
+def test_a_generator_of_whisper_inputs_feeds_the_encoder_directly(tmp_path):
+    from conftest import compose_config
+    from test_encoder import _tiny_whisper
+    from ser.data.build import prepare
+    from ser.diffusion.sdedit import load_edits
+    from ser.jobs.train import generated_for_encoder
+
+    encoder = _tiny_whisper(tmp_path / "whisper")
+    base = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", f"paths.cache_dir={tmp_path / 'c'}",
+            f"features.encoder.name={encoder}", "model=encoder_linear", "evaluation.n_bootstrap=20", *TINY_DIFFUSION,
+            "hardware.progress_bar=false", "diffusion=cpu_whisper"]
+    ddpm = train(*base, "aug=ddpm", output_dir=tmp_path / "ddpm")
+    assert ddpm["n_training_rows"] == 36 + 24 and ddpm["synthetic"]["voiced_and_encoded"]["route"].startswith("generated Whisper")
+    gen = json.loads(next((tmp_path / "c" / "generators").glob("*cpu_whisper*")).joinpath("generator", "metadata.json").read_text())
+    assert gen["front_end"]["kind"] == "whisper_input_db"
+    # SDEdit at strength 0 gives back each training clip's own Whisper input at its own level, so its
+    # encoding is the clip's own hidden layers.
+    cfg = compose_config("train", *base, "aug=sdedit", "aug.sdedit.strength=0", output_dir=tmp_path / "s0")
+    data, split = prepare(cfg, functionals=False)
+    extra, report = generated_for_encoder(cfg, data, split)
+    index = {c.path: i for i, c in enumerate(data.clips)}
+    _, info = load_edits(report["path"])
+    for x, source in zip(extra.features, info["sources"]):
+        assert torch.allclose(x.float(), data.features[index[source]].float(), atol=2e-2)
+    from test_encoder import _tiny_wav2vec2
+
+    w2v2 = _tiny_wav2vec2(tmp_path / "w2v2")
+    with pytest.raises(ValueError, match="is not a Whisper encoder"):
+        train(*[b for b in base if "encoder.name" not in b], f"features.encoder.name={w2v2}", "aug=ddpm", output_dir=tmp_path / "w")

@@ -1,7 +1,13 @@
-"""Generated spectrograms for the classifiers on a frozen speech encoder (issue 11 item 8, route
-"voice, then encode"): each synthetic or SDEdit log-mel is voiced with Griffin-Lim at the
-generator's rate and passed through the run's encoder exactly as a real clip's audio is, so the
-linear probe trains on them as on real clips' pooled layers.
+"""Generated spectrograms for the classifiers on a frozen speech encoder (issue 11 item 8). Two
+routes, chosen by what the fold's generator models (`diffusion.space`):
+
+- mel (the log-mel generators): each synthetic or SDEdit log-mel is voiced with Griffin-Lim at the
+  generator's rate and passed through the run's encoder exactly as a real clip's audio is;
+- encoder_input (Whisper only): the generator models Whisper's own input (80 mels, 16 kHz, 10 ms
+  hop, as dB below the peak), and its samples go straight into the frozen encoder, at a peak level
+  restored from the training clips (or, for SDEdit, the source clip's own).
+
+Either way the linear probe trains on them as on real clips' pooled layers.
 
 Encoded spectrograms are cached per encoder, keyed by the spectrogram's own bytes, beside the
 fold's generator: a pool that grows, or another run drawing other samples, encodes only what is new.
@@ -18,6 +24,7 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file, save_file
 
+from ser.features.encoder import db_to_whisper_input, encode_input
 from ser.features.mel import MelParams, mel_to_audio
 from ser.io import atomic_path
 
@@ -56,4 +63,25 @@ def encode_spectrograms(mels: list[torch.Tensor], encoder, cache_dir: str | Path
         out.append(torch.from_numpy(features))
     if todo:
         log.info("voiced and encoded %d generated spectrograms (%d cached) -> %s", todo, len(mels) - todo, folder)
+    return out
+
+
+def encode_whisper_inputs(dbs: list[torch.Tensor], peaks: list[float], encoder, cache_dir: str | Path) -> list[torch.Tensor]:
+    """Generated Whisper inputs (each (1, 80, frames) in dB below the peak) at the given peak levels
+    -> the encoder's hidden layers (layers, dim, frames / 2), cached like `encode_spectrograms`."""
+    folder = Path(cache_dir) / f"whisper-input-{encoder.kind}-{encoder.fingerprint()}"
+    out, todo = [], 0
+    for db, peak in zip(dbs, peaks):
+        key = hashlib.sha256(_key(db).encode() + np.float32(peak).tobytes()).hexdigest()
+        entry = folder / f"{key}.safetensors"
+        if entry.is_file():
+            out.append(torch.from_numpy(load_file(str(entry))["features"]))
+            continue
+        todo += 1
+        features = np.ascontiguousarray(encode_input(encoder.name, db_to_whisper_input(np.asarray(db[0]), peak)))
+        with atomic_path(entry) as tmp:
+            save_file({"features": features}, str(tmp))
+        out.append(torch.from_numpy(features))
+    if todo:
+        log.info("encoded %d generated Whisper inputs (%d cached) -> %s", todo, len(dbs) - todo, folder)
     return out

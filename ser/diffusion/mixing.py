@@ -40,6 +40,7 @@ def edited_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: Spli
     """aug=sdedit for a network on log-mels: the variants (`fold_edits`), each normalised as its
     source speaker (it is that speaker's clip, moved)."""
     mels, labels, speakers, report = fold_edits(cfg, data, split)
+    report.pop("sources")  # one path per variant: in the variants file, not in results.json
     return ClipDataset(mels, labels, speakers, dm.train_pipeline, train=True), report
 
 
@@ -63,7 +64,8 @@ def fold_edits(cfg, data: LabelledClips, split: Split) -> tuple[list, np.ndarray
     if float(info["train_fraction"]) != float(cfg.dataset.train_fraction) or info["emotions"] != data.emotions:
         raise GeneratorFoldLeak(f"SDEdit variants {path} come from another training set (train_fraction "
                                 f"{info['train_fraction']}, emotions {info['emotions']}); delete them to remake them")
-    return mels, np.asarray(info["labels"]), info["speakers"], {"path": str(path), "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
+    return mels, np.asarray(info["labels"]), info["speakers"], {
+        "path": str(path), "sources": info["sources"], "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
                      "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
                      "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
 

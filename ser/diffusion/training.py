@@ -91,8 +91,11 @@ def sample_frames(data: LabelledClips, split: Split, frames: int | None = None) 
 
 
 def _log_mel_front_end(cfg: DictConfig) -> dict:
-    """The log-mel front end a generator learns from: the run's (features=default, maybe retuned),
-    or, for a run whose classifier reads a speech encoder, the reference log-mel (MelParams())."""
+    """The front end a generator learns from: the run's log-mel (features=default, maybe retuned);
+    for a run whose classifier reads a speech encoder, the reference log-mel (MelParams()), or
+    Whisper's input (diffusion.space=encoder_input)."""
+    if cfg.diffusion.space == "encoder_input":
+        return {"kind": "whisper_input_db", "name": str(cfg.features.encoder.name)}
     if cfg.features.kind == "mel":
         return OmegaConf.to_container(cfg.features, resolve=True)
     return {"kind": "mel", **MelParams().as_dict(), "why": f"the run reads features.kind={cfg.features.kind}"}

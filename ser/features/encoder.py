@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
-from ser.errors import BadAudio, PretrainedWeightsUnavailable
+from ser.errors import BadAudio, ConfigError, PretrainedWeightsUnavailable
 from ser.features.audio import load_audio
 
 _LOADED: dict[str, tuple] = {}  # name -> (feature extractor, encoder, digest): load once per process
@@ -111,8 +111,7 @@ def encode(name: str, y: np.ndarray, window: str = "native") -> np.ndarray:
                              output_hidden_states=True).hidden_states
             hidden = [h[:, :frames] for h in hidden]
         else:
-            with whisper_at_length(encoder, x.shape[-1]):
-                hidden = encoder(x, output_hidden_states=True).hidden_states
+            return encode_input(name, x[0].numpy())
     else:
         x = extractor(y, sampling_rate=sr, return_tensors="pt")["input_values"]
         hidden = encoder(x, output_hidden_states=True).hidden_states
@@ -160,6 +159,35 @@ class SpeechEncoder:
             raise BadAudio(path, f"the encoder cannot take this clip ({err})") from None
 
 
+@torch.no_grad()
+def encode_input(name: str, x: np.ndarray) -> np.ndarray:
+    """Whisper's own input (80, frames), from a clip or from a generator, at its length ->
+    (layers, dim, frames / 2) float16: every hidden state, as `encode` gives for a clip."""
+    _, encoder, _ = load_encoder(name)
+    if encoder.config.model_type != "whisper":
+        raise ConfigError(f"{name} is a {encoder.config.model_type} encoder, which reads the waveform; only Whisper "
+                          "encoders take a log-mel input")
+    x = torch.as_tensor(np.asarray(x, dtype=np.float32))[None]
+    x = x[..., : x.shape[-1] - x.shape[-1] % 2]
+    with whisper_at_length(encoder, x.shape[-1]):
+        hidden = encoder(x, output_hidden_states=True).hidden_states
+    return torch.stack([h[0] for h in hidden]).transpose(1, 2).to(torch.float16).numpy()
+
+
+# Whisper's log-mel is log10 power clamped 8 decades (80 dB) below the clip's peak, then (x + 4) / 4:
+# so 40 * (x - max x) is dB relative to the peak in [-80, 0], the generators' image range.
+WHISPER_DB_PER_UNIT = 40.0
+
+
+def whisper_input_to_db(x: np.ndarray) -> np.ndarray:
+    return (WHISPER_DB_PER_UNIT * (x - x.max())).astype(np.float32)
+
+
+def db_to_whisper_input(db: np.ndarray, peak: float) -> np.ndarray:
+    """The inverse, given the peak level (a clip's own, or typical of the training clips)."""
+    return (np.asarray(db, dtype=np.float32) / WHISPER_DB_PER_UNIT + peak).astype(np.float32)
+
+
 def encoder_input(name: str, y: np.ndarray) -> np.ndarray:
     """Mono waveform at the encoder's rate -> what the encoder takes, (rows, frames) float32:
     Whisper's log-mel (80, an even number of frames, at the clip's own length), or the extractor's
@@ -203,6 +231,42 @@ class EncoderInput:
 
     def from_signal(self, y: np.ndarray) -> np.ndarray:
         return encoder_input(self.name, y)
+
+    def compute(self, path: str) -> np.ndarray:
+        return self.from_signal(load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration))
+
+
+@dataclass(frozen=True)
+class WhisperInputDb:
+    """Front end: Whisper's input log-mel (80 bands, 16 kHz, 10 ms hop) as dB relative to the clip's
+    peak, [-80, 0] (`whisper_input_to_db`), what a generator of Whisper inputs learns
+    (diffusion.space: encoder_input)."""
+
+    name: str
+    min_duration: float = 0.25
+    max_duration: float = 30.0
+    version: int = 1
+    kind: str = "whisper_input_db"
+
+    @property
+    def inner(self) -> EncoderInput:
+        return EncoderInput(self.name, self.min_duration, self.max_duration)
+
+    @property
+    def sr(self) -> int:
+        return self.inner.sr
+
+    def describe(self) -> dict:
+        return {**self.inner.describe(), "scale": "40 * (x - max x): dB relative to the peak", "version": self.version}
+
+    def fingerprint(self) -> str:
+        keyed = {k: v for k, v in self.describe().items() if k != "name"}
+        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+    def from_signal(self, y: np.ndarray) -> np.ndarray:
+        if load_extractor(self.name)[1] != "whisper":
+            raise ConfigError(f"diffusion.space=encoder_input models Whisper's log-mel input; {self.name} is not Whisper")
+        return whisper_input_to_db(encoder_input(self.name, y))
 
     def compute(self, path: str) -> np.ndarray:
         return self.from_signal(load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration))

@@ -23,7 +23,7 @@ from ser.config import check_train_config
 from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare, same_clips_with
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import ExtraClips, SERDataModule
-from ser.diffusion.encoded import encode_spectrograms
+from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
 from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
                                  wants_synthetic)
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
@@ -34,6 +34,7 @@ from ser.evaluation.plots import plot_confusion, plot_layer_weights
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
 from ser.io import write_json
+from ser.features.encoder import EncoderInput, WhisperInputDb, load_extractor
 from ser.features.mel import LogMel
 from ser.features.smile import SmileFunctionals
 from ser.models.classical import fit_predict_classical, input_names
@@ -74,7 +75,7 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
                                      cfg.features.max_duration) if reads else None
             copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
         elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
-            copies, generated = _generated_for_encoder(cfg, data, split)
+            copies, generated = generated_for_encoder(cfg, data, split)
         y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
         extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
         extra["synthetic"] = generated
@@ -232,18 +233,35 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     return y_prob, extra, loggers
 
 
-def _generated_for_encoder(cfg, data, split) -> tuple[ExtraClips, dict]:
-    """aug=ddpm / aug=sdedit for a linear probe on a speech encoder: the fold's generator works on
-    log-mels of the same clips; its spectrograms are voiced and encoded like real audio."""
-    mel_data = same_clips_with(cfg, data, LogMel())
+def generated_for_encoder(cfg, data, split) -> tuple[ExtraClips, dict]:
+    """aug=ddpm / aug=sdedit for a linear probe on a speech encoder. The fold's generator models
+    log-mels of the same clips (diffusion.space=mel: its spectrograms are voiced, then encoded) or
+    Whisper's own input (encoder_input: encoded directly); ser/diffusion/encoded.py."""
+    encoder = front_end_from(cfg.features)
+    whisper_space = cfg.diffusion.space == "encoder_input"
+    if whisper_space and load_extractor(encoder.name)[1] != "whisper":
+        raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, and features.encoder.name={encoder.name} "
+                          "is not a Whisper encoder; use a log-mel recipe (diffusion=cpu: voiced, then encoded)")
+    gen_data = same_clips_with(cfg, data, WhisperInputDb(encoder.name) if whisper_space else LogMel())
     if wants_synthetic(cfg.aug):
-        mels, labels, report = draw_synthetic(cfg, mel_data, split, cfg.seed)
-        speakers = [SYNTHETIC_SPEAKER] * len(mels)
+        mels, labels, report = draw_synthetic(cfg, gen_data, split, cfg.seed)
+        speakers, sources = [SYNTHETIC_SPEAKER] * len(mels), None
     else:
-        mels, labels, speakers, report = fold_edits(cfg, mel_data, split)
+        mels, labels, speakers, report = fold_edits(cfg, gen_data, split)
+        sources = report.pop("sources")
     started = time.time()
-    encoded = encode_spectrograms(mels, front_end_from(cfg.features), Path(cfg.generator.synthetic_dir))
-    report["voiced_and_encoded"] = {"route": "Griffin-Lim, then the run's encoder", "seconds": round(time.time() - started, 1)}
+    if whisper_space:
+        inputs = same_clips_with(cfg, data, EncoderInput(encoder.name))
+        peak = {c.path: float(x.max()) for c, x in zip(inputs.clips, inputs.features)}
+        # A synthetic clip gets the training clips' typical level; an edited one keeps its source's.
+        typical = float(np.median([peak[data.clips[i].path] for i in split.train]))
+        peaks = [typical] * len(mels) if sources is None else [peak[p] for p in sources]
+        encoded = encode_whisper_inputs(mels, peaks, encoder, Path(cfg.generator.synthetic_dir))
+        route = "generated Whisper inputs, encoded directly"
+    else:
+        encoded = encode_spectrograms(mels, encoder, Path(cfg.generator.synthetic_dir))
+        route = "log-mels voiced with Griffin-Lim, then encoded"
+    report["voiced_and_encoded"] = {"route": route, "seconds": round(time.time() - started, 1)}
     return ExtraClips(encoded, np.asarray(labels), list(speakers)), report
 
 
