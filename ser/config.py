@@ -144,6 +144,9 @@ def _check_encoder(cfg: DictConfig) -> None:
     m, on_encoder = cfg.model, cfg.features.kind == "encoder"
     if on_encoder:
         _choice(cfg, "features.encoder.window", WINDOWS)
+        trim = cfg.features.encoder.trim_db
+        if trim is not None and not (isinstance(trim, (int, float)) and trim > 0):
+            raise ConfigError(f"features.encoder.trim_db={trim!r}: dB below the peak that counts as silence (e.g. 30), or null")
     reads_layers = (m.kind == "classical" and "encoder_layers" in input_names(m.inputs)) or \
         (m.kind == "neural" and m.backbone.arch in ENCODER_ARCHS)
     if reads_layers and not on_encoder:

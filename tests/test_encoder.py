@@ -318,3 +318,18 @@ def test_a_kernel_svm_is_not_exported(tmp_path, cache_dir):
     train("dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "model=egemaps_svm",
           f"paths.cache_dir={cache_dir}", "evaluation.n_bootstrap=20", output_dir=out)
     assert (out / "results.json").is_file() and not (out / "model").exists()
+
+
+def test_trimming_silence_encodes_only_the_speech(encoders, tmp_path):
+    from conftest import tone
+    from ser.features.encoder import SpeechEncoder
+
+    speech = tone(1.0, sr=16000)
+    padded = np.concatenate([np.zeros(8000, np.float32), speech, np.zeros(8000, np.float32)])
+    plain, trimmed = SpeechEncoder(str(encoders["whisper"])), SpeechEncoder(str(encoders["whisper"]), trim_db=30)
+    assert trimmed.fingerprint() != plain.fingerprint() and "trim_db" not in plain.describe()
+    # Whisper frames are 20 ms: 2 s with the silence, about 1 s without it (librosa keeps a frame's margin).
+    assert plain.from_signal(padded).shape[-1] == 100 and 50 <= trimmed.from_signal(padded).shape[-1] <= 58
+    # A blip shorter than the minimum duration: the clip is kept whole rather than cut to nothing.
+    blip = np.concatenate([np.zeros(16000, np.float32), tone(0.1, sr=16000), np.zeros(16000, np.float32)])
+    assert trimmed.from_signal(blip).shape == plain.from_signal(blip).shape

@@ -76,7 +76,8 @@ def front_end_from(cfg_features):
                         sr=cfg_features["sr"], **durations)
     if kind == "encoder":
         e = cfg_features["encoder"]
-        return SpeechEncoder(name=str(e["name"]), window=e["window"], **durations)
+        # model.json files written before trim_db existed have none: they encoded untrimmed clips.
+        return SpeechEncoder(name=str(e["name"]), window=e["window"], trim_db=e.get("trim_db"), **durations)
     if kind == "encoder_input":
         return EncoderInput(name=str(cfg_features["encoder"]["name"]), **durations)
     if kind == "mel":

@@ -23,6 +23,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -128,6 +129,7 @@ class SpeechEncoder:
     max_duration: float = 30.0
     version: int = 1
     kind: str = "encoder"
+    trim_db: float | None = None  # cut leading/trailing silence this far below the peak first
 
     @property
     def sr(self) -> int:
@@ -139,9 +141,12 @@ class SpeechEncoder:
 
     def describe(self) -> dict:
         _, encoder, digest = load_encoder(self.name)
-        return {"name": self.name, "weights_digest": digest, "model_type": encoder.config.model_type,
-                "window": self.window, "sr": self.sr, "min_duration": self.min_duration,
-                "max_duration": self.max_duration, "version": self.version}
+        described = {"name": self.name, "weights_digest": digest, "model_type": encoder.config.model_type,
+                     "window": self.window, "sr": self.sr, "min_duration": self.min_duration,
+                     "max_duration": self.max_duration, "version": self.version}
+        if self.trim_db is not None:  # only when set, so untrimmed caches keep their keys
+            described["trim_db"] = float(self.trim_db)
+        return described
 
     def fingerprint(self) -> str:
         # Not the name: the same weights under another path or hub id share the cache.
@@ -149,6 +154,10 @@ class SpeechEncoder:
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
 
     def from_signal(self, y: np.ndarray) -> np.ndarray:
+        if self.trim_db is not None:
+            trimmed, _ = librosa.effects.trim(y, top_db=float(self.trim_db))
+            # A clip that is nearly all "silence" at this threshold keeps its full length.
+            y = trimmed if len(trimmed) >= self.min_duration * self.sr else y
         return encode(self.name, y, self.window)
 
     def compute(self, path: str) -> np.ndarray:
