@@ -69,3 +69,16 @@ def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp
     md = (tmp_path / "summary" / "summary.md").read_text()
     assert "(best classical)" in md and "p (Holm)" in md and "filter kept" in md
     assert np.isfinite(best["p_holm"])
+
+
+def test_arms_without_a_generator_ignore_the_generator_choice(tmp_path):
+    from ser.evaluation.aggregate import without_generator
+
+    spec = {"aug": "ddpm", "diffusion": "cpu_whisper", "generator.sampling.steps": "20", "model": "encoder_lda"}
+    assert without_generator(spec) == {"aug": "ddpm", "model": "encoder_lda"}
+    for k, (aug, extra) in enumerate([("none", {}), ("audio", {}), ("ddpm", {"diffusion": "cpu_whisper"})]):
+        for fold in range(3):
+            _write_run(tmp_path, f"{k}{fold}", aug, extra, fold, 6 + k + (fold == 1))
+    summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}], classical=["audio"])
+    ddpm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
+    assert list(ddpm["comparisons"]) == ["aug=none"] and ddpm["vs_best_classical"]["arm"] == "aug=audio"

@@ -65,7 +65,7 @@ def fold_edits(cfg, data: LabelledClips, split: Split) -> tuple[list, np.ndarray
         raise GeneratorFoldLeak(f"SDEdit variants {path} come from another training set (train_fraction "
                                 f"{info['train_fraction']}, emotions {info['emotions']}); delete them to remake them")
     return mels, np.asarray(info["labels"]), info["speakers"], {
-        "path": str(path), "sources": info["sources"], "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
+        "kind": "sdedit", "path": str(path), "sources": info["sources"], "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
                      "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
                      "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
 
@@ -155,7 +155,7 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
     chosen = [mels[i] for i in picks]
     per_class_pool = np.bincount(labels, minlength=len(emotions))
     per_class_kept = np.bincount(labels[usable], minlength=len(emotions))
-    report = {"path": str(path), "n_used": int(len(picks)), "n_unique": int(len(np.unique(picks))),
+    report = {"kind": "pool", "path": str(path), "n_used": int(len(picks)), "n_unique": int(len(np.unique(picks))),
               "ratio": float(s.ratio), "classes": s.classes, "n_per_emotion": {emotions[k]: n for k, n in needed.items()},
               "n_available": int(len(labels)), "reuse": bool(s.reuse),
               "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],

@@ -118,6 +118,14 @@ def baseline_of(arm: dict, baseline: dict) -> dict:
     return {k: v for k, v in merged.items() if baseline.get(k, "") is not None}
 
 
+# Choices that only generative arms read: an arm without a generator is the same whatever they say.
+GENERATOR_KEYS = ("diffusion", "generator")
+
+
+def without_generator(spec: dict) -> dict:
+    return {k: v for k, v in spec.items() if k.split(".")[0].split("/")[0] not in GENERATOR_KEYS}
+
+
 def best_classical_of(row: dict, rows: list[dict], classical: list[str], metric: str) -> dict | None:
     """The best-scoring classical-augmentation arm (e.g. aug=specaug, audio, mixup) that differs from
     `row` only in its augmentation: the bar a generative arm has to clear. None for classical arms
@@ -126,7 +134,7 @@ def best_classical_of(row: dict, rows: list[dict], classical: list[str], metric:
     if aug is None or aug in classical or aug == "none":
         return None
     candidates = [r for r in rows if r["arm_spec"].get("aug") in classical
-                  and r["arm"] == arm_label(baseline_of(row["arm_spec"], {"aug": r["arm_spec"]["aug"]}))]
+                  and r["arm"] == arm_label(without_generator(baseline_of(row["arm_spec"], {"aug": r["arm_spec"]["aug"]})))]
     return max(candidates, key=lambda r: r[metric]["mean"], default=None)
 
 
@@ -172,7 +180,10 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     # compared one way round is not repeated the other way.
     for base in baselines or []:
         for row in rows:
-            base_label = arm_label(baseline_of(row["arm_spec"], base))
+            base_spec = baseline_of(row["arm_spec"], base)
+            if base_spec.get("aug") in {"none", *(classical or [])}:
+                base_spec = without_generator(base_spec)  # aug=none ran without diffusion=..., and rightly so
+            base_label = arm_label(base_spec)
             reverse_done = any(row["arm"] in r["comparisons"] for r in rows if r["arm"] == base_label)
             if base_label != row["arm"] and base_label in by_arm and not reverse_done:
                 cmp = paired_comparison(by_arm[row["arm"]], by_arm[base_label], metric)
@@ -234,7 +245,8 @@ def _extra_figures(by_arm: dict[str, list[dict]], names: dict[str, str], out: Pa
     for arm, runs in by_arm.items():
         for r in runs:
             syn = (r.get("synthetic") or {}).get("path")
-            if not syn or syn in seen:
+            kind = (r.get("synthetic") or {}).get("kind") or ("sdedit" if "strength" in (r.get("synthetic") or {}) else "pool")
+            if not syn or syn in seen or kind != "pool":  # quality.json measures a pool, not SDEdit variants
                 continue
             seen.add(syn)
             syn_dir = Path(syn).parent
