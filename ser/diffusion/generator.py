@@ -1,6 +1,6 @@
 """A trained spectrogram generator: a denoiser (a diffusers UNet2DModel or ser's MelWaveNet), its
-noise scheduler and the metadata that fold safety is checked against. It samples new log-mel
-images, edits real ones (SDEdit), and is shared the diffusers way:
+noise scheduler and the metadata that fold safety is checked against. It samples new log-mel images, edits real ones (SDEdit), and
+is shared the diffusers way:
 
     <dir>/unet/          the denoiser's save_pretrained (safetensors; config.json names its class)
     <dir>/scheduler/     DDPMScheduler.save_pretrained
