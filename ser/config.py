@@ -14,7 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
-from ser.diffusion.generator import DENOISERS, SAMPLERS
+from ser.diffusion.generator import SAMPLERS
 from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
@@ -66,7 +66,6 @@ def check_generate_config(cfg: DictConfig) -> None:
     _choice(cfg, "mode", GENERATE_MODES)
     _choice(cfg, "sample.sampler", SAMPLERS)
     _choice(cfg, "enhance.sampler", SAMPLERS)
-    _check_recipe(cfg)
     _require_log_mel(cfg, "generate.py")
     if cfg.diffusion.space != "mel":
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input; train.py makes it on demand for the "
@@ -176,22 +175,12 @@ def voices_for_encoder(cfg: DictConfig) -> bool:
     return m.kind == "classical" and input_names(m.inputs) == ["encoder_layers"] and cfg.features.kind == "encoder"
 
 
-def _check_recipe(cfg: DictConfig) -> None:
-    """The generator recipe's choices, before any clip is read."""
-    _choice(cfg, "diffusion.architecture", DENOISERS)
-    size = cfg.diffusion.image_size
-    if not (size == "native" or (isinstance(size, int) and size > 0)):
-        raise ConfigError(f"diffusion.image_size={size!r}: give a side in pixels (e.g. 32) or 'native' "
-                          "(the spectrogram's own mel bands x the fold's median frames)")
-
-
 def _check_synthetic(cfg: DictConfig) -> None:
     generated = [k for k in ("synthetic", "sdedit") if k in cfg.aug]
     if not generated:
         return
     what = f"aug={cfg.aug.name}"
     _choice(cfg, "generator.sampling.sampler", SAMPLERS)
-    _check_recipe(cfg)
     _choice(cfg, "diffusion.space", SPACES)
     if cfg.diffusion.space == "encoder_input" and not voices_for_encoder(cfg):
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, which only the linear probes on a "

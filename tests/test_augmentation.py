@@ -110,31 +110,6 @@ def test_concurrent_jobs_of_one_fold_train_one_generator(tmp_path):
     assert len(list((tmp_path / "c" / "generators").iterdir())) == 1
 
 
-def test_the_native_resolution_recipe_serves_aug_ddpm_and_sdedit(tmp_path):
-    """diffusion=cpu_wavenet: images on the fold's own grid (every mel band, the median frames),
-    through the pool, the draw and SDEdit like the 2-D recipe."""
-    from ser.diffusion.sdedit import load_edits
-    from ser.diffusion.synthetic_set import load_synthetic_set
-
-    tiny = ["diffusion=cpu_wavenet", "diffusion.epochs=2", "diffusion.unet.residual_channels=16",
-            "diffusion.unet.layers=2", "generator.sampling.steps=3"]
-    base = [*TINY, *tiny, f"paths.cache_dir={tmp_path / 'c'}", "logger=none"]
-    drawn = train(*base, "aug=ddpm", output_dir=tmp_path / "r1")["synthetic"]
-    assert drawn["n_used"] == drawn["n_unique"] == 24 and drawn["provided"]["generator_trained_here"]
-    gen_root = next((tmp_path / "c" / "generators").glob("synthetic-loso-f0-*-cpu_wavenet-s0"))
-    meta = json.loads((gen_root / "generator" / "metadata.json").read_text())
-    assert meta["image_size"] == [128, meta["frames"]]
-    unet = json.loads((gen_root / "generator" / "unet" / "config.json").read_text())
-    assert unet["_class_name"] == "MelWaveNet" and unet["sample_size"] == [128, meta["frames"]]
-    mels, labels, info = load_synthetic_set(gen_root / "synthetic" / "synthetic.safetensors")
-    assert mels.shape[1:] == (1, 128, meta["frames"]) and info["image_size"] == [128, meta["frames"]]
-    assert mels.min() >= -80 and mels.max() <= 0
-    edited = train(*base, "aug=sdedit", "aug.sdedit.strength=0.5", output_dir=tmp_path / "r2")["synthetic"]
-    assert not edited["provided"]["generator_trained_here"] and edited["n_used"] == 24
-    variants, _ = load_edits(edited["path"])
-    assert all(v.shape[-2] == 128 and v.min() >= -80 and v.max() <= 0 for v in variants)
-
-
 @pytest.mark.slow
 def test_sdedit_variants_of_the_training_clips(tmp_path):
     from conftest import compose_config

@@ -1,1 +1,1 @@
-"""Diffusion augmentation: a DDPM over log-mel spectrograms (a diffusers UNet2DModel or ser's MelWaveNet, diffusers schedulers)."""
+"""Diffusion augmentation: a DDPM over log-mel spectrograms (diffusers UNet2DModel + schedulers)."""

@@ -86,7 +86,7 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
         "memorization": q.memorization(e_train, e_syn, e_held, quantile=qc.memorization_quantile),
     }
     # Copying shows best where the generator works: its own [-1, 1] image space.
-    size = info["image_size"]  # a side, or [height, width]
+    size = int(info["image_size"])
     as_images = lambda mels: torch.stack([to_image(db_to_model(m), size) for m in mels]).flatten(1).numpy()  # noqa: E731
     image = {"memorization": q.memorization(as_images([data.features[i] for i in train]), as_images(list(syn_mels)),
                                             as_images([data.features[i] for i in heldout]), quantile=qc.memorization_quantile),

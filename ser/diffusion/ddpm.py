@@ -1,5 +1,4 @@
-"""The DDPM LightningModule: trains a denoiser (a diffusers UNet2DModel, or ser's MelWaveNet, which
-keeps the native mel resolution) to denoise log-mel images.
+"""The DDPM LightningModule: trains a diffusers UNet2DModel to denoise log-mel images.
 
 One class-conditional UNet serves every emotion (class embeddings; a "null" class used with
 probability `p_uncond` during training enables classifier-free guidance). With `num_classes=0`
@@ -15,21 +14,20 @@ import copy
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from ser.diffusion.generator import SpectrogramGenerator, denoiser_class
+from ser.diffusion.generator import SpectrogramGenerator
 
 
 class SpectrogramDDPM(pl.LightningModule):
     def __init__(self, unet: dict, num_classes: int = 0, num_train_timesteps: int = 1000,
-                 beta_schedule: str = "linear", lr: float = 1e-4, p_uncond: float = 0.1, ema_decay: float = 0.0,
-                 architecture: str = "unet2d"):
+                 beta_schedule: str = "linear", lr: float = 1e-4, p_uncond: float = 0.1, ema_decay: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         # Conditional models get one extra embedding: index num_classes is "no emotion" (for CFG).
-        self.unet = denoiser_class(architecture)(in_channels=1, out_channels=1,
-                                                 num_class_embeds=(num_classes + 1) if num_classes else None, **unet)
+        self.unet = UNet2DModel(in_channels=1, out_channels=1,
+                                num_class_embeds=(num_classes + 1) if num_classes else None, **unet)
         self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
         self.ema = EMAModel(self.unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
 

@@ -1,8 +1,8 @@
-"""A trained spectrogram generator: a denoiser (a diffusers UNet2DModel or ser's MelWaveNet), its
-noise scheduler and the metadata that fold safety is checked against. It samples new log-mel images, edits real ones (SDEdit), and
+"""A trained spectrogram generator: a diffusers UNet2DModel, its noise scheduler and the metadata
+that fold safety is checked against. It samples new log-mel images, edits real ones (SDEdit), and
 is shared the diffusers way:
 
-    <dir>/unet/          the denoiser's save_pretrained (safetensors; config.json names its class)
+    <dir>/unet/          UNet2DModel.save_pretrained (safetensors)
     <dir>/scheduler/     DDPMScheduler.save_pretrained
     <dir>/metadata.json  emotions, the exact training speakers, recipe, training curve
 
@@ -18,20 +18,10 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
-from ser.diffusion.image_space import image_shape
-from ser.diffusion.wavenet import MelWaveNet
 from ser.errors import ConfigError, NotFound, invalid_choice
 from ser.io import atomic_dir
 
 SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
-# diffusion.architecture -> the denoiser class; saved folders name their class in unet/config.json.
-DENOISERS = {"unet2d": UNet2DModel, "mel_wavenet": MelWaveNet}
-
-
-def denoiser_class(architecture: str):
-    if architecture not in DENOISERS:
-        raise invalid_choice("diffusion.architecture", architecture, DENOISERS)
-    return DENOISERS[architecture]
 
 
 class SpectrogramGenerator:
@@ -75,11 +65,7 @@ class SpectrogramGenerator:
         path = Path(path)
         if not (path / "metadata.json").is_file():
             raise NotFound(f"no generator at {path} (no metadata.json); train one with generate.py mode=train")
-        class_name = json.loads((path / "unet" / "config.json").read_text()).get("_class_name", "UNet2DModel")
-        by_class = {cls_.__name__: cls_ for cls_ in DENOISERS.values()}
-        if class_name not in by_class:
-            raise NotFound(f"{path / 'unet'} holds a {class_name}; ser loads {sorted(by_class)}")
-        unet = by_class[class_name].from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
+        unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
         return cls(unet.eval(), DDPMScheduler.from_pretrained(path / "scheduler"),
                    json.loads((path / "metadata.json").read_text()))
 
@@ -116,14 +102,13 @@ class SpectrogramGenerator:
 
     @torch.no_grad()
     def sample(self, n: int, label: int | None = None, sampler: str = "ddpm", steps: int | None = None,
-               guidance: float = 1.0, seed: int = 0, size=None) -> torch.Tensor:
-        """`n` new images in [-1, 1], shape (n, 1, height, width) (`size`: a side or a pair; by
-        default the denoiser's own sample_size)."""
+               guidance: float = 1.0, seed: int = 0, size: int | None = None) -> torch.Tensor:
+        """`n` new images in [-1, 1], shape (n, 1, size, size)."""
         self.unet.eval()
-        height, width = image_shape(size or self.unet.config.sample_size)
+        size = size or self.unet.config.sample_size
         sched = self._sampler(sampler, steps or self.scheduler.config.num_train_timesteps)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((n, 1, height, width), generator=generator).to(self.device) * sched.init_noise_sigma
+        x = torch.randn((n, 1, size, size), generator=generator).to(self.device) * sched.init_noise_sigma
         return self._denoise(x, sched, sched.timesteps, self._labels(n, label), guidance, generator)
 
     @torch.no_grad()

@@ -5,10 +5,9 @@ ser.features.mel). The model works on square single-channel images in [-1, 1]:
 
     x = 2 * (db + top_db) / top_db - 1          db = (x + 1) * top_db / 2 - top_db
 
-Both axes are resampled (bilinear) to the image's shape: a square `size` for the 2-D UNets, or
-(n_mels, frames) for a denoiser that keeps the native mel resolution (diffusion.image_size=native).
-`from_image` maps an image back onto a clip's (n_mels, T) grid, so it can be served to the
-classifier at its own input size like any cached spectrogram.
+The mel axis (128 bins) is kept; the time axis (T frames) is resampled to the image width
+(bilinear) and back to T frames, so an image can be served to the classifier at its own input
+size like any cached spectrogram.
 """
 
 from __future__ import annotations
@@ -25,20 +24,11 @@ def model_to_db(x: torch.Tensor, top_db: float = 80.0) -> torch.Tensor:
     return (x.clamp(-1.0, 1.0) + 1.0) * top_db / 2.0 - top_db
 
 
-def image_shape(size) -> tuple[int, int]:
-    """(height, width) of an image: `size` is a side (square) or a (height, width) pair."""
-    if isinstance(size, int):
-        return size, size
-    height, width = (int(v) for v in size)
-    return height, width
-
-
-def to_image(mel: torch.Tensor, size=128) -> torch.Tensor:
-    """(1, n_mels, T) or (B, 1, n_mels, T) -> (.., 1, height, width): resample both axes to `size`
-    (a side, or a (height, width) pair; see image_shape)."""
+def to_image(mel: torch.Tensor, size: int = 128) -> torch.Tensor:
+    """(1, n_mels, T) or (B, 1, n_mels, T) -> (.., 1, size, size): resample both axes to `size`."""
     batched = mel.dim() == 4
     x = mel if batched else mel.unsqueeze(0)
-    x = F.interpolate(x, size=image_shape(size), mode="bilinear", align_corners=False)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x if batched else x.squeeze(0)
 
 

@@ -17,7 +17,6 @@ from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
-from ser.errors import ConfigError
 from ser.evaluation.plots import plot_convergence
 from ser.features.mel import MelParams
 from ser.hardware import build_trainer
@@ -62,12 +61,9 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
                   val_labels: torch.Tensor | None = None) -> tuple[SpectrogramDDPM, dict]:
     """Train one generator (`recipe`: a conf/diffusion/*.yaml node); returns the trained module and
     its loss curve with a convergence summary."""
-    unet = OmegaConf.to_container(recipe.unet, resolve=True)
-    height, width = images.shape[-2:]
-    unet["sample_size"] = height if height == width else [height, width]  # what it will see
-    model = SpectrogramDDPM(unet, num_classes=num_classes, num_train_timesteps=recipe.num_train_timesteps,
-                            beta_schedule=recipe.beta_schedule, lr=recipe.lr, p_uncond=recipe.p_uncond,
-                            ema_decay=recipe.ema_decay, architecture=recipe.architecture)
+    model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
+                            num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule,
+                            lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay)
     zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
     y = labels if labels is not None else zeros(len(images))
     loader = DataLoader(TensorDataset(images, y), batch_size=recipe.batch_size, shuffle=True, drop_last=False)
@@ -105,24 +101,11 @@ def _log_mel_front_end(cfg: DictConfig) -> dict:
     return {"kind": "mel", **MelParams().as_dict(), "why": f"the run reads features.kind={cfg.features.kind}"}
 
 
-def image_size_of(recipe_size, n_mels: int, frames: int):
-    """The images a recipe's generator works on: a square side (the 2-D UNets), or, for
-    `image_size: native`, the fold's own grid [n_mels, frames] (frequency kept, time resampled to
-    the fold's median clip length, like every synthetic spectrogram)."""
-    if recipe_size == "native":
-        return [int(n_mels), int(frames)]
-    if isinstance(recipe_size, int):
-        return recipe_size
-    raise ConfigError(f"diffusion.image_size={recipe_size!r}: give a side in pixels (e.g. 32) or 'native' "
-                      "(the spectrogram's own mel bands x the fold's median frames)")
-
-
 def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frames: int) -> dict:
     """What a fold's generator records about itself: fold safety is checked against its exact
     training speakers and training fraction."""
-    size = image_size_of(cfg.diffusion.image_size, data.features[0].shape[-2], frames)
     return {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
-            "protocol": split.protocol, "fold": split.fold, "image_size": size, "frames": frames,
+            "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
             "recipe": cfg.diffusion.name, "front_end": _log_mel_front_end(cfg), "seed": cfg.generator.seed,
             "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train)}
 
@@ -135,9 +118,9 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     in <dir>/<emotion>/. `trainer`: the generators' Trainer config (conf/trainer/generator.yaml).
     The folder appears complete or not at all."""
     pl.seed_everything(cfg.generator.seed)
-    recipe, emotions, size = cfg.diffusion, data.emotions, metadata["image_size"]
-    images, labels = training_images(data, split.train, size)
-    val_images, val_labels = training_images(data, split.val, size) if len(split.val) else (None, None)
+    recipe, emotions = cfg.diffusion, data.emotions
+    images, labels = training_images(data, split.train, recipe.image_size)
+    val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
     trained = []  # (sub-folder, generator, curve title)
     if recipe.per_emotion:
         for k, emotion in enumerate(emotions):
