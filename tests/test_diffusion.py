@@ -30,6 +30,19 @@ def test_db_model_space_round_trip():
     assert back.shape == mel.shape and (back - mel).abs().max() < 1.0  # dB
 
 
+def test_squeezing_to_a_small_image_loses_the_harmonics():
+    """mode=quality's ceiling: what a generator of a given image size cannot represent."""
+    from ser.diffusion.assess import squeeze
+
+    smooth = torch.linspace(-60, -10, 128)[:, None].expand(128, 87).unsqueeze(0).clone()
+    assert (squeeze(smooth, 32) - smooth).abs().max() < 1.0 and squeeze(smooth, 32).shape == smooth.shape
+    harmonics = smooth.clone()
+    harmonics[:, ::4] -= 30  # a comb across the mel bands, 4 bands apart
+    loss_32 = (squeeze(harmonics, 32) - harmonics).abs().mean()
+    loss_128 = (squeeze(harmonics, 128) - harmonics).abs().mean()
+    assert loss_32 > 5 and loss_128 < 0.5 * loss_32
+
+
 @pytest.fixture(scope="module")
 def trained():
     pl.seed_everything(0)

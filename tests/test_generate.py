@@ -92,6 +92,9 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     emb = quality["embedding"]
     for name in ("synthetic_vs_train", "heldout_vs_train", "synthetic_vs_heldout"):
         assert np.isfinite(emb["frechet"][name]) and emb["frechet"][name] >= 0 and np.isfinite(emb["kid"][name]["mean"])
+    # The image size's ceiling: held-out clips squeezed to the generator's 16x16 and back.
+    assert np.isfinite(emb["kid"]["squeezed_vs_train"]["mean"]) and quality["real_classifier_on_squeezed"]["image_size"] == 16
+    assert emb["kid_ratio"]["squeezed"] == pytest.approx(emb["kid"]["squeezed_vs_train"]["mean"] / emb["kid"]["heldout_vs_train"]["mean"])
     for group in ("synthetic", "heldout"):
         assert 0 <= emb["precision_recall"][group]["precision"] <= 1 and 0 <= emb["precision_recall"][group]["recall"] <= 1
     assert 0 <= quality["image"]["memorization"]["close_rate"] <= 1

@@ -8,6 +8,8 @@ aug=none). Three groups of clips are compared in its embedding space:
 "heldout vs train" is the scale: how far genuinely new real speech lands from the training set.
 A generator whose samples sit much farther than that makes unrealistic spectrograms; one whose
 samples sit much closer than held-out speech (memorisation) copies its training clips.
+"squeezed" is the recipe's ceiling: the held-out clips resampled to the generator's image size and
+back, scored like samples. A perfect generator at that size can get no closer than they do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from omegaconf import DictConfig
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
-from ser.diffusion.image_space import db_to_model, to_image
+from ser.diffusion.image_space import db_to_model, from_image, model_to_db, to_image
 from ser.diffusion.synthetic_set import FILENAME, SYNTHETIC_SPEAKER, load_synthetic_set
 from ser.errors import ConfigError, DataError
 from ser.evaluation import quality as q
@@ -31,6 +33,13 @@ from ser.io import write_json
 from ser.models.export import embed, eval_pipeline, load_classifier, model_dir_of, predict_proba
 
 log = logging.getLogger(__name__)
+SQUEEZED_SPEAKER = "squeezed"  # the held-out clips after the round trip, normalised as one more speaker
+
+
+def squeeze(mel: torch.Tensor, size: int) -> torch.Tensor:
+    """A spectrogram (dB) resampled to a generator's `size` x `size` image and back to its own grid:
+    the detail a generator of that size cannot represent is gone."""
+    return model_to_db(from_image(to_image(db_to_model(mel), size), mel.shape[-2], mel.shape[-1]))
 
 
 def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> dict:
@@ -58,16 +67,21 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
                          f"{len(heldout)} (generator speakers {sorted(generator_speakers)}, classifier speakers "
                          f"{sorted(classifier_speakers)})")
 
+    size = int(info["image_size"])
+    squeezed = [squeeze(data.features[i], size) for i in heldout]
     if normalizer.mode == "speaker":
         # Label-free statistics per speaker, as in training; the generator counts as one speaker.
         normalizer.fit(data.features, speakers)
         normalizer.add_speaker(SYNTHETIC_SPEAKER, list(syn_mels))
+        normalizer.add_speaker(SQUEEZED_SPEAKER, squeezed)
     pipeline = eval_pipeline(normalizer, spec)
     real_inputs = {i: pipeline(data.features[i], speakers[i], train=False) for i in train + heldout}
     syn_inputs = [pipeline(m, SYNTHETIC_SPEAKER, train=False) for m in syn_mels]
+    squeezed_inputs = [pipeline(m, SQUEEZED_SPEAKER, train=False) for m in squeezed]
     e_train = embed(net, [real_inputs[i] for i in train]).numpy()
     e_held = embed(net, [real_inputs[i] for i in heldout]).numpy()
     e_syn = embed(net, syn_inputs).numpy()
+    e_squeezed = embed(net, squeezed_inputs).numpy()
 
     rng = np.random.default_rng(cfg.seed)
     # FD is biased upward at small N: compare synthetic and held-out sets of the same size.
@@ -80,13 +94,16 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
                     "synthetic_vs_heldout": q.frechet_distance(held_fd, syn_fd), "n_per_set": n_fd},
         "kid": {name: dict(zip(("mean", "std"), q.kernel_distance(a, b, seed=cfg.seed)))
                 for name, a, b in (("synthetic_vs_train", e_train, e_syn), ("heldout_vs_train", e_train, e_held),
-                                   ("synthetic_vs_heldout", e_held, e_syn))},
+                                   ("synthetic_vs_heldout", e_held, e_syn), ("squeezed_vs_train", e_train, e_squeezed))},
         "precision_recall": {name: dict(zip(("precision", "recall"), q.knn_precision_recall(e_train, b, k)))
                              for name, b in (("synthetic", e_syn), ("heldout", e_held))} | {"k": k},
         "memorization": q.memorization(e_train, e_syn, e_held, quantile=qc.memorization_quantile),
     }
+    kid = embedding["kid"]
+    # How far from real speech: KID in units of the held-out speakers' KID (the targets are ratios).
+    embedding["kid_ratio"] = {"synthetic": kid["synthetic_vs_train"]["mean"] / kid["heldout_vs_train"]["mean"],
+                              "squeezed": kid["squeezed_vs_train"]["mean"] / kid["heldout_vs_train"]["mean"]}
     # Copying shows best where the generator works: its own [-1, 1] image space.
-    size = int(info["image_size"])
     as_images = lambda mels: torch.stack([to_image(db_to_model(m), size) for m in mels]).flatten(1).numpy()  # noqa: E731
     image = {"memorization": q.memorization(as_images([data.features[i] for i in train]), as_images(list(syn_mels)),
                                             as_images([data.features[i] for i in heldout]), quantile=qc.memorization_quantile),
@@ -97,6 +114,8 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
     held_pred = predict_proba(net, [real_inputs[i] for i in heldout]).argmax(1).numpy()
     on_syn = classification_metrics(syn_labels.numpy(), syn_pred, n_classes)
     on_held = classification_metrics(data.labels[heldout], held_pred, n_classes)
+    squeezed_pred = predict_proba(net, squeezed_inputs).argmax(1).numpy()
+    on_squeezed = classification_metrics(data.labels[heldout], squeezed_pred, n_classes)
     report = {
         "synthetic_set": str(syn_path), "classifier": str(model_dir), "emotions": data.emotions,
         "sampler": {k2: info[k2] for k2 in ("sampler", "steps", "guidance", "seconds_per_sample")},
@@ -106,14 +125,17 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
         # Do the samples carry their emotion? Compare with the same classifier on new real speakers.
         "real_classifier_on_synthetic": {"ua": on_syn["ua"], "per_class_recall": dict(zip(data.emotions, on_syn["per_class_recall"]))},
         "real_classifier_on_heldout": {"ua": on_held["ua"], "per_class_recall": dict(zip(data.emotions, on_held["per_class_recall"]))},
+        "real_classifier_on_squeezed": {"ua": on_squeezed["ua"], "image_size": size},
     }
     out = write_json(syn_dir / "quality.json", report)
     plot_real_vs_generated([data.features[i] for i in train], data.labels[train], syn_mels, syn_labels.numpy(),
                            data.emotions, syn_dir / "real_vs_generated.png")
     e = embedding
-    log.info("quality of %s: KID synthetic-vs-train %.4f (held-out real %.4f); precision/recall %.2f/%.2f "
+    log.info("quality of %s: KID synthetic-vs-train %.4f (held-out real %.4f; held-out squeezed to %dx%d and back %.4f); "
+             "precision/recall %.2f/%.2f "
              "(held-out real %.2f/%.2f); close-copy rate %.2f (expected %.2f); real classifier UA on synthetic %.3f "
              "(on held-out real %.3f) -> %s", syn_path, e["kid"]["synthetic_vs_train"]["mean"], e["kid"]["heldout_vs_train"]["mean"],
+             size, size, e["kid"]["squeezed_vs_train"]["mean"],
              *e["precision_recall"]["synthetic"].values(), *e["precision_recall"]["heldout"].values(), image["memorization"]["close_rate"],
              qc.memorization_quantile, on_syn["ua"], on_held["ua"], out)
     return report

@@ -284,18 +284,21 @@ def _figures_markdown(figures: dict) -> str:
     if sets:
         lines += ["", "Synthetic sets used (quality from generate.py mode=quality; held-out real = speakers neither "
                       "the generator nor the yardstick classifier trained on):", "",
-                  "| fold | KID syn-vs-train (held-out real) | precision / recall (held-out real) | "
-                  "close-copy rate | real classifier UA on synthetic (on held-out real) | grid |",
-                  "|---|---|---|---|---|---|"]
+                  "| fold | KID syn-vs-train (held-out real) | KID / held-out KID (the image size's ceiling) | "
+                  "precision / recall (held-out real) | close-copy rate | real classifier UA on synthetic (on held-out real) "
+                  "| grid |",
+                  "|---|---|---|---|---|---|---|"]
         for e in sets:
             qr = e["quality"]
             if qr is None:
-                lines.append(f"| {e['fold']} | not measured: run generate.py mode=quality | | | | "
+                lines.append(f"| {e['fold']} | not measured: run generate.py mode=quality | | | | | "
                              f"{Path(e['grid']).name if e['grid'] else '-'} |")
                 continue
             kid, pr = qr["embedding"]["kid"], qr["embedding"]["precision_recall"]
+            ratio = qr["embedding"].get("kid_ratio")  # quality.json files before the ceiling lack it
+            ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)" if ratio else "-"
             lines.append(
-                f"| {e['fold']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | "
+                f"| {e['fold']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | {ratio} | "
                 f"{pr['synthetic']['precision']:.2f} / {pr['synthetic']['recall']:.2f} "
                 f"({pr['heldout']['precision']:.2f} / {pr['heldout']['recall']:.2f}) | "
                 f"{qr['image']['memorization']['close_rate']:.2f} | "
