@@ -41,6 +41,8 @@ def test_draws_are_unique_unless_reuse_is_asked_for():
     again = draw(labels, usable, {0: 3, 1: 1}, reuse=True, seed=0)
     zeros = again[labels[again] == 0]
     assert len(again) == 4 and len(zeros) == 3 and set(zeros[:2]) == {0, 1}  # both usable ones, then a repeat
+    fewer = draw(labels, usable, {0: 3, 1: 1}, reuse=False, seed=0, fewer=True)  # a filter's capped pool
+    assert sorted(labels[fewer]) == [0, 0, 1] and len(set(fewer)) == 3 and 2 not in fewer
 
 
 def test_the_judge_keeps_samples_that_sound_like_their_emotion():
@@ -89,8 +91,16 @@ def test_aug_ddpm_makes_grows_and_filters_its_pool_on_demand(tmp_path):
     f = filtered["filter"]
     assert f["threshold"] == 0.3 and 0 < f["kept_fraction"] <= 1 and set(f["kept_fraction_per_emotion"]) == set(first["n_per_emotion"])
     assert filtered["n_used"] == filtered["n_unique"] == 24
-    # The pool grew until 6 samples of each emotion passed (or hit its cap, then the run would have failed).
+    # The pool grew until 6 samples of each emotion passed (or hit its cap).
     assert filtered["n_available"] >= 48
+
+    # A filter almost nothing passes: the pool stops at its cap (8x what the run needs) and the run
+    # trains on the samples that passed, recording what it lacks.
+    strict = train(*base, "aug.synthetic.filter=0.6", output_dir=tmp_path / "r6")["synthetic"]
+    short = strict["filter"]["shortfall"]
+    assert short and strict["n_available"] <= 8 * 24 and strict["n_used"] == strict["n_unique"] == 24 - sum(short.values())
+    with pytest.raises(DataError, match="passed none of the .* samples of the pool; use a lower aug.synthetic.filter"):
+        train(*base, "aug.synthetic.filter=0.9999", output_dir=tmp_path / "r7")
 
     other_seed = train(*base, "seed=1", output_dir=tmp_path / "r5")["synthetic"]
     assert other_seed["provided"]["generator_trained_here"] and other_seed["generator_seed"] == 1

@@ -4,11 +4,13 @@ How many: `aug.synthetic.ratio` x the run's real training clips, per emotion in 
 proportions (`classes: real`) or equally (`classes: balanced`). Which: drawn without replacement
 from the fold's pool (ser/diffusion/pool.py makes or grows it when `generate: if_missing`), after
 the optional filter (ser/diffusion/selection.py); a sample is used twice only when
-`reuse: true` and the pool is short.
+`reuse: true` and the pool is short. When the filter passes too few samples of an emotion even
+after the pool grew to its cap, the run uses those that passed and records the shortfall.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import numpy as np
 
 from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
 from ser.data.splits import Split, assert_generator_fold_safe
-from ser.diffusion.pool import provide_edits, provide_pool
+from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
 from ser.diffusion.selection import EmotionJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
@@ -24,6 +26,7 @@ from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, inval
 
 GENERATE = ("if_missing", "never")  # aug.synthetic.generate
 CLASSES = ("real", "balanced")  # aug.synthetic.classes
+log = logging.getLogger(__name__)
 
 
 def wants_synthetic(aug) -> bool:
@@ -81,13 +84,17 @@ def counts_needed(train_labels: np.ndarray, num_classes: int, ratio: float, clas
     return {k: math.ceil(ratio * int(real[k])) for k in range(num_classes)}
 
 
-def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: bool, seed: int) -> np.ndarray:
+def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: bool, seed: int,
+         fewer: bool = False) -> np.ndarray:
     """Indices into the pool: `needed[k]` distinct usable samples of each emotion k, drawn at random
-    (seeded); with `reuse`, a short emotion uses all its samples, then repeats them, instead of failing."""
+    (seeded); with `reuse`, a short emotion uses all its samples, then repeats them, instead of failing;
+    with `fewer`, it uses each of them once and the run has fewer of that emotion."""
     rng = np.random.default_rng(seed)
     picks = []
     for k, n in needed.items():
         candidates = np.flatnonzero((labels == k) & usable)
+        if len(candidates) < n and fewer and not reuse:
+            n = len(candidates)
         if len(candidates) < n and not reuse:
             raise DataError(f"the synthetic pool has {len(candidates)} usable samples of class {k}, and this run needs {n} "
                             "distinct ones")
@@ -144,15 +151,26 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
         raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
     labels = labels.numpy()
     usable = np.ones(len(labels), bool) if keep is None else keep(mels, labels)
+    # A filter that passes few samples of an emotion: the pool grew to its cap (ser/diffusion/pool.py),
+    # so the run takes the samples that passed, each once, and records how many it lacks.
+    fewer = keep is not None and s.generate == "if_missing"
     try:
-        picks = draw(labels, usable, needed, bool(s.reuse), seed)
+        picks = draw(labels, usable, needed, bool(s.reuse), seed, fewer=fewer)
     except DataError as err:
         fixes = ["aug.synthetic.reuse=true (repeat samples)"]
         fixes.append("a lower aug.synthetic.filter" if keep is not None else
                      f"more samples (python generate.py ... sample.n_per_emotion={max(needed.values())}, or "
                      "aug.synthetic.generate=if_missing)")
         raise DataError(f"{path}: {err}; use {' or '.join(fixes)}") from None
+    if not len(picks) and sum(needed.values()):
+        raise DataError(f"{path}: the filter (aug.synthetic.filter={s.filter}) passed none of the {len(labels)} samples "
+                        "of the pool; use a lower aug.synthetic.filter")
     chosen = [mels[i] for i in picks]
+    used = np.bincount(labels[picks], minlength=len(emotions))
+    shortfall = {emotions[k]: int(n - used[k]) for k, n in needed.items() if used[k] < n}
+    if shortfall:
+        log.warning("the filter passed too few samples of %s within %dx the pool this run needs; it trains on the %d "
+                    "that passed (shortfall %s)", ", ".join(shortfall), MAX_POOL_FACTOR, len(picks), shortfall)
     per_class_pool = np.bincount(labels, minlength=len(emotions))
     per_class_kept = np.bincount(labels[usable], minlength=len(emotions))
     report = {"kind": "pool", "path": str(path), "n_used": int(len(picks)), "n_unique": int(len(np.unique(picks))),
@@ -164,7 +182,8 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
                   "threshold": float(s.filter), "judge": "logistic regression on band mean/std, real training clips",
                   "kept_fraction": round(float(usable.mean()), 4),
                   "kept_fraction_per_emotion": {e: round(float(per_class_kept[k] / max(per_class_pool[k], 1)), 4)
-                                                for k, e in enumerate(emotions)}},
+                                                for k, e in enumerate(emotions)},
+                  "shortfall": shortfall},
               "provided": provided,
               # synthetic-only: does the generator's output alone teach the emotions of real speakers?
               "only": bool(s.only)}
