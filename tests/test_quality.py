@@ -68,3 +68,25 @@ def test_synthetic_only_training_serves_the_synthetic_clips_alone():
     synthetic_only = next(iter(dm.train_dataloader()))[1]
     assert synthetic_only.tolist() == [1] * 6
     assert dm.class_counts().tolist() == [0, 6]
+
+
+def test_training_never_ends_an_epoch_on_a_batch_of_one():
+    # EmoDB fold 3 without validation speakers has 16k+1 training clips: the last batch of one
+    # crashed encoder_finetune's BatchNorm on the GPU run of 2026-11-27.
+    import torch
+
+    from ser.data.corpora import Clip
+    from ser.data.datamodule import LabelledClips, SERDataModule
+    from ser.data.splits import make_split
+
+    emotions = ["neutral", "angry"]
+    clips = [Clip(f"{s}_{e}_{k}.wav", e, s, "toy") for s in ("a", "b", "c", "d") for e in emotions for k in range(3)]
+    data = LabelledClips(clips, [torch.randn(1, 8, 5) for _ in clips], emotions)
+    split = make_split(data.speakers, [c.emotion for c in clips], "loso", 0, n_val_speakers=0)
+    n = len(split.train)
+    assert n == 18
+    for batch_size, sizes in [(17, [17]), (6, [6, 6, 6]), (4, [4, 4, 4, 4, 2])]:
+        dm = SERDataModule(data, split, normalization="global", batch_size=batch_size)
+        assert [len(y) for _, y in dm.train_dataloader()] == sizes
+    dm = SERDataModule(data, split, normalization="global", batch_size=5)
+    assert [len(y) for _, y in dm.test_dataloader()] == [5, 1]  # evaluation keeps every clip

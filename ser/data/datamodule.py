@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,9 +123,15 @@ class SERDataModule(pl.LightningDataModule):
         xs, ys = zip(*batch)
         return collate_inputs(list(xs), self.train_pipeline.pad), torch.tensor(ys)
 
-    def _loader(self, dataset, shuffle: bool):
+    def _loader(self, dataset, shuffle: bool, drop_single: bool = False):
+        # A training batch of one clip breaks every BatchNorm in training mode ("Expected more than
+        # 1 value per channel"): when an epoch would end on one, that clip is left out of the epoch.
+        # The order is shuffled, so it is a different clip each epoch and none is lost for good.
+        # Under DDP each process sees ceil(n / world) clips of its own.
+        world = self.trainer.world_size if self.trainer is not None else 1
+        drop_last = drop_single and math.ceil(len(dataset) / world) % self.batch_size == 1
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0, drop_last=False, collate_fn=self._collate)
+                          persistent_workers=self.num_workers > 0, drop_last=drop_last, collate_fn=self._collate)
 
     def train_dataloader(self):
         train = self._sets["train"]
@@ -132,7 +139,7 @@ class SERDataModule(pl.LightningDataModule):
             train = self.extra_train
         elif self.extra_train is not None and len(self.extra_train):
             train = ConcatDataset([train, self.extra_train])
-        return self._loader(train, shuffle=True)
+        return self._loader(train, shuffle=True, drop_single=True)
 
     def val_dataloader(self):
         return self._loader(self._sets["val"], shuffle=False)
