@@ -148,3 +148,28 @@ def test_a_rerun_sweep_skips_complete_runs_and_redoes_the_rest(tmp_path, cache_d
         train(*base, "split.fold=0", "model.epochs=3", output_dir=runs / "0")
     third = train(*base, "split.fold=0", "model.epochs=3", "resume=false", output_dir=runs / "0")
     assert third["config"]["model"]["epochs"] == 3
+
+
+def test_a_run_dir_in_use_by_another_process_is_refused(tmp_path, cache_dir):
+    # Two sweeps started into one folder at once both pass the resume check and would overwrite
+    # each other's results (it happened on the GPU machine, 2026-11-27): the second is refused.
+    import subprocess
+    import sys
+
+    from ser.errors import ConfigError
+
+    out = tmp_path / "busy"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from filelock import FileLock; "
+                               f"lock = FileLock({str(out / '.run.lock')!r}); lock.acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="in use by another running process.*hydra.sweep.dir"):
+            train(*TINY, f"paths.cache_dir={cache_dir}", "logger=none", output_dir=out)
+        assert not (out / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died: the OS released its lock, and the folder runs.
+    assert train(*TINY, f"paths.cache_dir={cache_dir}", "logger=none", output_dir=out)["fold"] == 0

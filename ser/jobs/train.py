@@ -11,13 +11,16 @@ import logging
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 
 from ser.config import check_train_config
 from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare, same_clips_with
@@ -51,6 +54,35 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
     non-zero DDP ranks). `arm`: the run's identity within a sweep (ser.experiment.arm_of)."""
     check_train_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
+    with _sole_writer(run_dir):
+        return _run(cfg, run_dir, arm)
+
+
+@contextmanager
+def _sole_writer(run_dir: Path):
+    """Refuse a run dir that another live process is running in. Two sweeps started into one folder
+    at the same moment (hydra.sweep.dir given twice) would otherwise both pass the resume check and
+    overwrite each other's checkpoints and results.json without a word. The OS releases the lock
+    when its process dies, so a killed run never leaves its folder locked. DDP ranks other than 0
+    run in their rank-0 process's folder and take no lock."""
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / ".run.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"{run_dir} is in use by another running process (two sweeps into one folder?). "
+                          "Give each its own hydra.sweep.dir, or rerun into this one once the other has finished "
+                          "(it will skip the runs that are complete)") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
     if cfg.resume:
         done = completed_results(cfg, run_dir)
         if done is not None:
