@@ -147,3 +147,36 @@ def test_repeat_padding_keeps_clip_statistics():
     padded = crop_or_pad(mel, 128, random=False, pad="repeat")
     assert padded.shape == (1, 128, 128) and torch.equal(padded[..., 30:60], mel)
     assert abs(float(padded.mean() - mel.mean())) < 0.05
+
+
+SLOW_FILL = """
+import sys, time
+import numpy as np
+from ser.features.cache import FeatureCache
+
+class Slow:  # a front end that takes 0.2 s a clip and counts its computations in a shared file
+    kind = "slow"
+    def fingerprint(self): return "v1"
+    def describe(self): return {{}}
+    def compute(self, path):
+        with open({count!r}, "a") as f: f.write(path + "\\n")
+        time.sleep(0.2)
+        return np.zeros((4, 3), np.float32)
+
+print("start", flush=True)
+feats, skipped = FeatureCache({root!r}, Slow()).get_many({paths!r})
+assert len(feats) == {n} and not skipped, (len(feats), skipped)
+"""
+
+
+def test_concurrent_jobs_extract_a_corpus_once(tmp_path):
+    """Jobs of a sweep start together: one fills the cache, the others wait and read it."""
+    paths = [str(write_wav(tmp_path / f"{i}.wav", tone(0.3, f0=150 + 10 * i, seed=i))) for i in range(8)]
+    count = tmp_path / "computed.txt"
+    script = SLOW_FILL.format(count=str(count), root=str(tmp_path / "c"), paths=paths, n=len(paths))
+    procs = [subprocess.Popen(["python", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    computed = count.read_text().split()
+    assert sorted(computed) == sorted(paths)  # each clip once: 8 computations, not 24

@@ -12,10 +12,12 @@ import hashlib
 import json
 import logging
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 from safetensors.numpy import load_file, save_file
 
 from ser.errors import BadAudio
@@ -76,6 +78,38 @@ class FeatureCache:
             else:
                 features[path] = cached
         if todo:
+            with self._filling():
+                # Another process may have filled these while this one waited for the lock.
+                still = []
+                for path, digest in todo:
+                    cached = self.load(digest)
+                    if cached is None:
+                        still.append((path, digest))
+                    else:
+                        features[path] = cached
+                todo = still
+                self._compute(todo, features, skipped, workers)
+        return features, skipped
+
+    @contextmanager
+    def _filling(self):
+        """One process fills a cache at a time: the jobs of a sweep (a local multirun with a parallel
+        launcher, a Slurm array) start together, and each would otherwise extract the whole corpus
+        itself. The others wait, then read what it stored. The OS frees the lock if its holder dies,
+        and the next one computes what is still missing."""
+        lock = FileLock(self.dir / ".filling.lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("another process is filling %s; waiting for it", self.dir)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def _compute(self, todo: list[tuple[str, str]], features: dict, skipped: list, workers: int) -> None:
+        if todo:
             log.info("computing %d %s features (%d cached) with %d worker(s)", len(todo), self.front_end.kind, len(features), max(workers, 1))
             jobs = [(self, path, digest) for path, digest in todo]
             if workers > 1 and len(todo) > 8:
@@ -88,7 +122,6 @@ class FeatureCache:
                     skipped.append({"path": path, "reason": error})
                     continue
                 features[path] = self.load(digest)
-        return features, skipped
 
 
 def _compute_and_store(job) -> str | None:
