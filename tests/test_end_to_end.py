@@ -144,8 +144,14 @@ def test_a_rerun_sweep_skips_complete_runs_and_redoes_the_rest(tmp_path, cache_d
     second = sweep([*base, "features.workers=2"], grid, runs)  # execution settings may differ
     assert second[0] == first[0] and (runs / "0" / "results.json").stat().st_mtime_ns == stamps[runs / "0" / "results.json"]
     assert (runs / "1" / "results.json").is_file() and second[1]["fold"] == 1
-    with pytest.raises(ConfigError, match="different run.*model"):  # another sweep into the same folder
+    with pytest.raises(ConfigError, match=r"different run.*model\.epochs=2->3"):  # another sweep into the same folder
         train(*base, "split.fold=0", "model.epochs=3", output_dir=runs / "0")
+    # A run from before a key existed: the error names the key, so the user can judge it.
+    old = json.loads((runs / "0" / "results.json").read_text())
+    del old["config"]["diffusion"]["space"]
+    (runs / "0" / "results.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match=r"diffusion\.space=\(absent\)->mel"):
+        train(*base, "split.fold=0", output_dir=runs / "0")
     third = train(*base, "split.fold=0", "model.epochs=3", "resume=false", output_dir=runs / "0")
     assert third["config"]["model"]["epochs"] == 3
 

@@ -161,11 +161,24 @@ def completed_results(cfg: DictConfig, run_dir: Path) -> dict | None:
         return None
     then, now = _measured(done.get("config", {})), _measured(OmegaConf.to_container(cfg, resolve=True))
     if then != now:
-        differ = sorted(k for k in set(then) | set(now) if then.get(k) != now.get(k))
-        raise ConfigError(f"{run_dir} already holds the results of a different run (its config differs in: "
-                          f"{', '.join(differ)}). Sweep into a new folder (hydra.sweep.dir=...), or set resume=false "
-                          "to overwrite it")
+        differ = ", ".join(_differences(then, now)[:8])
+        raise ConfigError(f"{run_dir} already holds the results of a different run (its config differs in: {differ}). "
+                          "Sweep into a new folder (hydra.sweep.dir=...), or set resume=false to overwrite it")
     return done
+
+
+def _differences(then: dict, now: dict, prefix: str = "") -> list[str]:
+    """The dotted keys where two configs differ, each as `key=old->new`. A key the old run lacks
+    (added to ser since) shows as `key=(absent)->value`: the user can judge whether it changes
+    what the old run measured."""
+    out = []
+    for key in sorted(set(then) | set(now)):
+        a, b = then.get(key, "(absent)"), now.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}={a}->{b}")
+    return out
 
 
 def _front_end_spec(cfg) -> dict:
