@@ -52,7 +52,8 @@ class SpeakerLeak(LeakageError):
 
 
 class GeneratorFoldLeak(LeakageError):
-    """A generator (or its samples) trained on one of the run's test speakers."""
+    """A generator (or its samples) trained on one of the run's test speakers, or on real clips a
+    low-data run may not use."""
 
 
 class MissingSyntheticData(NotFound):

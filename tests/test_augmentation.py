@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, TINY, train
 from ser.diffusion.mixing import counts_needed, draw
 from ser.diffusion.selection import EmotionJudge
-from ser.errors import DataError
+from ser.errors import DataError, GeneratorFoldLeak
 
 # A generator small enough to train in seconds, sampled in 3 DDIM steps.
 TINY_DIFFUSION = ["diffusion.epochs=2", "diffusion.image_size=16", "diffusion.unet.block_out_channels=[16,32]",
@@ -104,6 +104,39 @@ def test_aug_ddpm_makes_grows_and_filters_its_pool_on_demand(tmp_path):
 
     other_seed = train(*base, "seed=1", output_dir=tmp_path / "r5")["synthetic"]
     assert other_seed["provided"]["generator_trained_here"] and other_seed["generator_seed"] == 1
+
+    # A low-data run's subset is drawn by split.seed; a generator made from another subset of the
+    # same size has seen real clips this run may not use: refused, not silently reused.
+    half = train(*base, "dataset.train_fraction=0.5", output_dir=tmp_path / "h0")["synthetic"]
+    assert half["provided"]["generator_trained_here"] and half["n_used"] == 12
+    with pytest.raises(GeneratorFoldLeak, match="another subset of this fold's training clips.*split.seed"):
+        train(*base, "dataset.train_fraction=0.5", "split.seed=1", output_dir=tmp_path / "h1")
+
+
+def test_generators_are_matched_to_a_low_data_runs_own_subset():
+    from ser.data.corpora import Clip
+    from ser.data.datamodule import LabelledClips
+    from ser.data.splits import Split
+    from ser.diffusion.training import assert_same_training_clips, training_clips_digest
+
+    clips = [Clip(f"/data/a/{i}.wav", "sad" if i % 2 else "happy", f"c:s{i % 3}", "c") for i in range(8)]
+    data = LabelledClips(clips, [torch.zeros(1, 4, 4)] * 8, ["happy", "sad"])
+    def split(train):
+        return Split("loso", 0, 3, np.array(train), np.array([], int), np.array([6, 7]), ["c:s0", "c:s1"], [], ["c:s2"])
+    mine, other = split([0, 1, 2, 3]), split([0, 1, 2, 4])
+    moved = LabelledClips([Clip(c.path.replace("/data", "/elsewhere"), c.emotion, c.speaker, c.corpus) for c in clips],
+                          data.features, data.emotions)
+    assert training_clips_digest(data, mine) == training_clips_digest(moved, mine)  # moving the corpus changes nothing
+    assert training_clips_digest(data, mine) != training_clips_digest(data, other)
+    meta = {"train_fraction": 0.5, "n_train_clips": 4, "train_clips_digest": training_clips_digest(data, other)}
+    with pytest.raises(GeneratorFoldLeak, match="the generator g was made from another subset"):
+        assert_same_training_clips(meta, data, mine, where="the generator g")
+    assert_same_training_clips({**meta, "train_fraction": 1.0}, data, mine, where="g")  # full data: the speakers decide
+    assert_same_training_clips({**meta, "train_clips_digest": training_clips_digest(data, mine)}, data, mine, where="g")
+    old = {"train_fraction": 0.5, "n_train_clips": 4}  # made before the digest: only the count can be checked
+    assert_same_training_clips(old, data, mine, where="g")
+    with pytest.raises(GeneratorFoldLeak):
+        assert_same_training_clips({**old, "n_train_clips": 5}, data, mine, where="g")
 
 
 @pytest.mark.slow

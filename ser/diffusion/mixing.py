@@ -22,6 +22,7 @@ from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
 from ser.diffusion.selection import EmotionJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
+from ser.diffusion.training import assert_same_training_clips
 from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
 
 GENERATE = ("if_missing", "never")  # aug.synthetic.generate
@@ -147,6 +148,7 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
         # that data into a low-data run.
         raise GeneratorFoldLeak(f"synthetic set {path} comes from a generator trained with dataset.train_fraction="
                                 f"{info['train_fraction']}; this run uses {fraction}. Generate with the same fraction.")
+    assert_same_training_clips(info, data, split, where=f"the synthetic set {path}")
     if info["emotions"] != emotions:
         raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
     labels = labels.numpy()

@@ -33,7 +33,8 @@ from ser.diffusion.generator import load_generators
 from ser.diffusion.sampling import pool_info, sample_spectrograms
 from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
-from ser.diffusion.training import generator_metadata, sample_frames, train_fold_generators
+from ser.diffusion.training import (assert_same_training_clips, generator_metadata, generator_metadata_at, sample_frames,
+                                   train_fold_generators)
 from ser.errors import ConfigError
 from ser.hardware import inference_device
 
@@ -92,6 +93,7 @@ def _ensure_generator(cfg, data: LabelledClips, split: Split, frames: int, repor
     g = cfg.generator
     gen_dir = Path(g.dir)
     if _generator_exists(gen_dir, data.emotions):
+        assert_same_training_clips(generator_metadata_at(gen_dir, data.emotions), data, split, where=f"the generator {gen_dir}")
         return
     if int(cfg.hardware.devices) != 1 or int(cfg.hardware.num_nodes) != 1:
         raise ConfigError("this fold has no generator yet, and train.py trains one on demand only on one device; "

@@ -79,10 +79,11 @@ def sample_set(cfg: DictConfig, emotions: list[str], frames: int, n_mels: int, d
 def pool_info(generator_meta: dict, emotions: list[str], sampler: str, steps: int, guidance: float, seed: int,
               frames: int, device: str, generator_dir) -> dict:
     """What a synthetic set's file records about its samples: fold safety (the generator's exact
-    training speakers and training fraction) and how they were drawn."""
+    training speakers, training fraction and training clips) and how they were drawn."""
     return {"emotions": emotions, "train_speakers": generator_meta["train_speakers"], "sampler": sampler,
             "steps": int(steps), "guidance": float(guidance), "seed": int(seed), "frames": int(frames),
             "train_fraction": generator_meta["train_fraction"], "n_train_clips": generator_meta["n_train_clips"],
+            "train_clips_digest": generator_meta.get("train_clips_digest"),
             "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
             "generator_dir": str(generator_dir), "image_size": generator_meta["image_size"]}
 

@@ -22,7 +22,8 @@ from ser.data.build import prepare
 from ser.diffusion.assess import assess_synthetic_set
 from ser.diffusion.pool import fold_lock
 from ser.diffusion.sampling import enhance_clips, sample_set
-from ser.diffusion.training import generator_metadata, sample_frames, train_fold_generators
+from ser.diffusion.training import (assert_same_training_clips, generator_metadata, generator_metadata_at, sample_frames,
+                                   train_fold_generators)
 from ser.hardware import inference_device
 from ser.instantiators import instantiate_loggers
 from ser.tracking import finish, log_report
@@ -44,6 +45,8 @@ def run_generate(cfg: DictConfig) -> dict:
     with fold_lock(cfg.generator.root, "generator and samples"):
         if cfg.mode in ("train", "train_sample"):
             train_fold_generators(cfg, data, split, meta, cfg.trainer)
+        elif cfg.mode in ("sample", "enhance") and (saved := generator_metadata_at(cfg.generator.dir, data.emotions)):
+            assert_same_training_clips(saved, data, split, where=f"the generator {cfg.generator.dir}")
         meta["train_time_s"] = round(time.time() - started, 1)
         if cfg.mode in ("sample", "train_sample"):
             sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)
