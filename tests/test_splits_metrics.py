@@ -168,13 +168,35 @@ def test_a_baseline_substitutes_choices_and_null_removes_them():
 
 def test_paired_comparison_pairs_by_fold_and_seed():
     base = [run(f, s, 0.5 + 0.01 * f, [f"x{f}"]) for f in range(5) for s in range(2)]
-    arm = [run(f, s, 0.55 + 0.01 * f + 0.002 * s, [f"x{f}"]) for f in range(5) for s in range(2)]
+    arm = [run(f, s, 0.55 + 0.011 * f + 0.002 * s, [f"x{f}"]) for f in range(5) for s in range(2)]
     c = paired_comparison(arm, base)
-    assert c["n_pairs"] == 10 and c["wins"] == 10
-    assert c["delta_mean"] == pytest.approx(0.051)
-    assert c["delta_ci95"][0] > 0 and c["p_ttest"] < 1e-6
+    # Ten paired runs, but five independent units: the seeds of a fold share its test speakers.
+    assert c["n_pairs"] == 10 and c["n_folds"] == 5 and c["n_seeds"] == 2 and c["wins"] == 5
+    assert c["delta_mean"] == pytest.approx(0.053)
+    assert c["delta_ci95"][0] > 0 and c["p_ttest"] < 1e-4
     arm[0]["test_clips"] = ["other"]
     with pytest.raises(DataError, match="not a paired comparison"):
         paired_comparison(arm, base)
     lo, hi = t_interval([1.0, 2.0, 3.0])
     assert lo < 2.0 < hi
+
+
+def test_more_seeds_of_the_same_folds_do_not_buy_significance():
+    from ser.evaluation.aggregate import summarize_arm
+
+    rng = np.random.default_rng(0)
+    deltas = [0.03, -0.01, 0.02, 0.00]  # four folds, an unconvincing mean gain
+    base = [run(f, 0, 0.6, [f"x{f}"]) for f in range(4)]
+    one = paired_comparison([run(f, 0, 0.6 + d, [f"x{f}"]) for f, d in enumerate(deltas)], base)
+    # The same folds again under five seeds (the run-to-run noise is tiny): counting each run as a
+    # pair would make this look decisive; per fold it is the same four differences.
+    base5 = [run(f, s, 0.6, [f"x{f}"]) for f in range(4) for s in range(5)]
+    arm5 = [run(f, s, 0.6 + d + rng.normal(0, 1e-4), [f"x{f}"]) for f, d in enumerate(deltas) for s in range(5)]
+    five = paired_comparison(arm5, base5)
+    assert five["n_folds"] == 4 and five["n_pairs"] == 20
+    assert five["p_ttest"] == pytest.approx(one["p_ttest"], rel=0.05) and five["p_ttest"] > 0.1
+    row = summarize_arm([dict(r, arm={"aug": "x"}, protocol="loso", speaker_independent=True, test_labels=[0, 1],
+                              test_predictions=[0, 1], metrics=dict(r["metrics"], wa=0.5, macro_f1=0.5,
+                                                                    confusion=[[1, 0], [0, 1]])) for r in arm5])
+    assert row["n_folds"] == 4 and row["n_runs"] == 20
+    assert row["ua"]["std"] == pytest.approx(np.std([0.6 + d for d in deltas], ddof=1), abs=1e-3)

@@ -1,10 +1,15 @@
 """Aggregate many runs (a -m sweep) into a comparison a reviewer can trust.
 
 Runs are grouped into arms (every choice except fold and seed). For each arm: mean +- std of
-UA/WA/macro-F1 over its runs, a 95% t-interval for the mean, and the pooled UA over all test
-clips. Each arm is compared with its baseline arm (the same arm with e.g. aug=none) on the
-(fold, seed) pairs both ran: mean paired difference, its 95% CI, paired t-test and Wilcoxon
-signed-rank p-values, and per-class recall differences. Generative augmentation arms are also
+UA/WA/macro-F1, a 95% t-interval for the mean, and the pooled UA over all test clips. Each arm
+is compared with its baseline arm (the same arm with e.g. aug=none) on the (fold, seed) pairs
+both ran: mean paired difference, its 95% CI, paired t-test and Wilcoxon signed-rank p-values,
+and per-class recall differences.
+
+The unit of replication is the fold (its test speakers), not the run: the seeds of one fold are
+tested on the same clips, so they are averaged within the fold before any std, interval or test.
+Counting each (fold, seed) as independent would shrink every interval and p-value by about
+sqrt(seeds) without any new speakers behind it. With one seed per fold nothing changes. Generative augmentation arms are also
 compared with the best classical augmentation arm (specaug, audio, mixup), and p-values are
 Holm-corrected within each family of comparisons.
 """
@@ -61,8 +66,9 @@ def summarize_arm(runs: list[dict]) -> dict:
            "folds": sorted({r["fold"] for r in runs}), "seeds": sorted({r["seed"] for r in runs}),
            "protocol": first["protocol"], "speaker_independent": all(r["speaker_independent"] for r in runs),
            "emotions": first["emotions"], "values": values}
+    row["n_folds"] = len(row["folds"])
     for m in METRICS:
-        v = np.asarray(values[m])
+        v = fold_means(runs, values[m])  # one value per fold: the seeds of a fold share its test clips
         row[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "ci95": list(t_interval(v))}
     # Pooled over every test clip of every run (each clip once per seed).
     y_true = np.concatenate([r["test_labels"] for r in runs])
@@ -79,7 +85,17 @@ def summarize_arm(runs: list[dict]) -> dict:
     return row
 
 
+def fold_means(runs: list[dict], values) -> np.ndarray:
+    """`values` (one per run) averaged over the seeds of each fold, in fold order."""
+    by_fold = defaultdict(list)
+    for r, v in zip(runs, values):
+        by_fold[r["fold"]].append(v)
+    return np.array([np.mean(by_fold[f]) for f in sorted(by_fold)], dtype=float)
+
+
 def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str = "ua") -> dict | None:
+    """The arm against its baseline on the (fold, seed) pairs both ran; the test statistics are on
+    the per-fold mean differences (seeds averaged within a fold), so n is the number of folds."""
     key = lambda r: (r["fold"], r["seed"])  # noqa: E731
     base = {key(r): r for r in base_runs}
     pairs = [(r, base[key(r)]) for r in arm_runs if key(r) in base]
@@ -88,9 +104,11 @@ def paired_comparison(arm_runs: list[dict], base_runs: list[dict], metric: str =
     for r, b in pairs:
         if r["test_clips"] != b["test_clips"]:
             raise DataError(f"runs {r['_dir']} and {b['_dir']} share fold/seed but not test clips; not a paired comparison")
-    a, b = (np.array([x["metrics"][metric] for x in side]) for side in zip(*pairs))
+    mine = [r for r, _ in pairs]
+    a, b = (fold_means(mine, [x["metrics"][metric] for x in side]) for side in zip(*pairs))
     d = a - b
-    out = {"metric": metric, "n_pairs": len(d), "delta_mean": float(d.mean()), "delta_ci95": list(t_interval(d)),
+    out = {"metric": metric, "n_pairs": len(pairs), "n_folds": len(d), "n_seeds": len({r["seed"] for r in mine}),
+           "delta_mean": float(d.mean()), "delta_ci95": list(t_interval(d)),
            "wins": int((d > 0).sum()), "losses": int((d < 0).sum()), "ties": int((d == 0).sum())}
     if len(d) >= 2 and np.any(d != d[0]):
         test = stats.ttest_rel(a, b)  # the paired t-test; its interval is the one for the mean difference
@@ -322,7 +340,7 @@ def short_labels(rows: list[dict]) -> tuple[dict[str, str], str]:
 def markdown_table(rows: list[dict]) -> str:
     names, shared = short_labels(rows)
     lines = [f"Common to all arms: {shared or '-'}", "",
-             "| arm | runs (folds x seeds) | UA mean +- std | UA 95% CI | WA | macro-F1 | pooled UA [95% CI] |",
+             "| arm | runs (folds x seeds) | UA mean +- std (over folds) | UA 95% CI | WA | macro-F1 | pooled UA [95% CI] |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         flag = "" if r["speaker_independent"] else " **(speaker-dependent)**"
@@ -341,14 +359,15 @@ def markdown_table(rows: list[dict]) -> str:
             p = lambda x: "n/a" if x is None else f"{x:.3g}"  # noqa: E731
             tag = " (best classical)" if c["family"].endswith("classical augmentation") else ""
             cmp_lines.append(
-                f"| {names[r['arm']]} | {names.get(base, base)}{tag} | {c['n_pairs']} | {c['delta_mean']:+.3f} | "
+                f"| {names[r['arm']]} | {names.get(base, base)}{tag} | {c.get('n_folds', c['n_pairs'])} ({c['n_pairs']}) | {c['delta_mean']:+.3f} | "
                 f"{c['delta_ci95'][0]:+.3f} to {c['delta_ci95'][1]:+.3f} | {c['wins']}/{c['losses']}/{c['ties']} | "
                 f"{p(c['p_ttest'])} | {p(c.get('p_holm'))} ({c.get('family_size', 1)}) | {p(c['p_wilcoxon'])} |"
                 + (f" {', '.join(f'{e} {d:+.3f}' for e, d in c['per_class_delta'].items() if d is not None)} |"))
     if cmp_lines:
-        lines += ["", "Paired comparisons (same folds and seeds; Holm: corrected within each family of comparisons, "
-                      "family size in brackets; per-class: recall deltas):", "",
-                  "| arm | vs baseline | pairs | delta UA | 95% CI | wins/losses/ties | p (paired t) | p (Holm) | "
+        lines += ["", "Paired comparisons (same folds and seeds; the seeds of a fold are averaged first, so the tests and "
+                      "wins/losses count folds; Holm: corrected within each family of comparisons, family size in brackets; "
+                      "per-class: recall deltas):", "",
+                  "| arm | vs baseline | folds (runs) | delta UA | 95% CI | wins/losses/ties | p (paired t) | p (Holm) | "
                   "p (Wilcoxon) | per-class delta |",
                   "|---|---|---|---|---|---|---|---|---|---|", *cmp_lines]
     aug_lines = []
