@@ -200,3 +200,16 @@ def test_more_seeds_of_the_same_folds_do_not_buy_significance():
                                                                     confusion=[[1, 0], [0, 1]])) for r in arm5])
     assert row["n_folds"] == 4 and row["n_runs"] == 20
     assert row["ua"]["std"] == pytest.approx(np.std([0.6 + d for d in deltas], ddof=1), abs=1e-3)
+
+
+def test_pooled_bootstrap_resamples_a_clips_seeds_together():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 4, 300)
+    p = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
+    once = bootstrap_ci(y, p, n_boot=300)
+    # The same clips predicted identically by three seeds carry no more evidence than one seed.
+    three = (np.tile(y, 3), np.tile(p, 3))
+    grouped = bootstrap_ci(*three, n_boot=300, groups=np.tile(np.arange(300), 3))
+    assert grouped == pytest.approx(once)
+    naive = bootstrap_ci(*three, n_boot=300)
+    assert naive[1] - naive[0] < 0.7 * (grouped[1] - grouped[0])  # treating them as 900 clips: too narrow

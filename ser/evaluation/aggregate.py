@@ -74,7 +74,8 @@ def summarize_arm(runs: list[dict]) -> dict:
     y_true = np.concatenate([r["test_labels"] for r in runs])
     y_pred = np.concatenate([r["test_predictions"] for r in runs])
     row["pooled_ua"] = unweighted_accuracy(y_true, y_pred)
-    row["pooled_ua_ci95"] = list(bootstrap_ci(y_true, y_pred))
+    clips = [c for r in runs for c in r["test_clips"]] if all(r.get("test_clips") for r in runs) else None
+    row["pooled_ua_ci95"] = list(bootstrap_ci(y_true, y_pred, groups=clips))  # a clip's seeds resampled together
     row["confusion"] = np.sum([r["metrics"]["confusion"] for r in runs], axis=0).tolist()
     row["wall_time_s"] = float(sum(r.get("wall_time_s", 0.0) for r in runs))
     crossed = {(" + ".join(r["cross_corpus"]["train"]), " + ".join(r["cross_corpus"]["test"]), r["fold"],

@@ -73,16 +73,32 @@ def unweighted_accuracy(y_true, y_pred) -> float:
 
 
 def bootstrap_ci(y_true, y_pred, metric=unweighted_accuracy, n_boot: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
+                 seed: int = 0, groups=None) -> tuple[float, float]:
     """Percentile bootstrap over test clips (scipy.stats.bootstrap, clips resampled with their
-    labels): how much the metric moves with the luck of the sample."""
+    labels): how much the metric moves with the luck of the sample. `groups` (one id per
+    prediction, e.g. the clip's path when several seeds predicted it) resamples whole groups, so
+    a clip predicted once per seed is not counted as that many independent clips."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_true) < 2:  # nothing to resample
+    if groups is None:
+        groups = np.arange(len(y_true))
+    ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    if len(ids) < 2:  # nothing to resample
         value = metric(y_true, y_pred)
         return value, value
+    order = np.argsort(inverse, kind="stable")  # rows grouped: group g is order[start[g]:start[g] + size[g]]
+    size = np.bincount(inverse)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+
+    def resampled(picked):
+        picked = np.asarray(picked, dtype=int)
+        counts = size[picked]
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        rows = order[np.repeat(start[picked], counts) + offsets]
+        return metric(y_true[rows], y_pred[rows])
+
     with warnings.catch_warnings():  # a resample with one distinct value: a degenerate distribution warning
         warnings.simplefilter("ignore")
-        res = stats.bootstrap((y_true, y_pred), metric, paired=True, vectorized=False, n_resamples=n_boot,
+        res = stats.bootstrap((np.arange(len(ids)),), resampled, vectorized=False, n_resamples=n_boot,
                               confidence_level=level, method="percentile", random_state=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
