@@ -140,3 +140,11 @@ def load_generators(gen_dir: str | Path, emotions: list[str], device: str = "cpu
         raise NotFound(f"no generator at {gen_dir} (nor one per emotion in {gen_dir}/<emotion>); "
                        "run generate.py mode=train for this fold first")
     return {k: (SpectrogramGenerator.from_pretrained(gen_dir / e).to(device), None) for k, e in enumerate(emotions)}
+
+def generator_metadata_at(gen_dir: str | Path, emotions: list[str]) -> dict | None:
+    """The saved metadata of the generator at `gen_dir` (conditional, or the first per-emotion one);
+    None when there is none."""
+    for path in [Path(gen_dir) / "metadata.json", *(Path(gen_dir) / e / "metadata.json" for e in emotions)]:
+        if path.is_file():
+            return json.loads(path.read_text())
+    return None

@@ -29,12 +29,11 @@ from omegaconf import DictConfig
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
-from ser.diffusion.generator import load_generators
+from ser.diffusion.generator import generator_metadata_at, load_generators
 from ser.diffusion.sampling import pool_info, sample_spectrograms
 from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
-from ser.diffusion.training import (assert_same_training_clips, generator_metadata, generator_metadata_at, sample_frames,
-                                   train_fold_generators)
+from ser.diffusion.training import assert_same_training_clips, generator_metadata, sample_frames, train_fold_generators
 from ser.errors import ConfigError
 from ser.hardware import inference_device
 

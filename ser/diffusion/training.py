@@ -4,7 +4,6 @@ validation speakers (held-out denoising loss), and save them (ser/diffusion/gene
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -137,15 +136,6 @@ def assert_same_training_clips(meta: dict, data: LabelledClips, split: Split, wh
             f"{meta['train_fraction']} drawn with a different split.seed, or a corpus whose clips changed), so it has "
             "seen real clips this run may not use. Give this run its own generator.root=<dir>, or delete "
             f"{where} to remake it from this run's subset.")
-
-
-def generator_metadata_at(gen_dir: str | Path, emotions: list[str]) -> dict | None:
-    """The saved metadata of the generator at `gen_dir` (conditional, or the first per-emotion one);
-    None when there is none."""
-    for path in [Path(gen_dir) / "metadata.json", *(Path(gen_dir) / e / "metadata.json" for e in emotions)]:
-        if path.is_file():
-            return json.loads(path.read_text())
-    return None
 
 
 def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,

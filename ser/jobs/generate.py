@@ -20,10 +20,10 @@ from omegaconf import DictConfig
 from ser.config import check_generate_config
 from ser.data.build import prepare
 from ser.diffusion.assess import assess_synthetic_set
+from ser.diffusion.generator import generator_metadata_at
 from ser.diffusion.pool import fold_lock
 from ser.diffusion.sampling import enhance_clips, sample_set
-from ser.diffusion.training import (assert_same_training_clips, generator_metadata, generator_metadata_at, sample_frames,
-                                   train_fold_generators)
+from ser.diffusion.training import assert_same_training_clips, generator_metadata, sample_frames, train_fold_generators
 from ser.hardware import inference_device
 from ser.instantiators import instantiate_loggers
 from ser.tracking import finish, log_report
