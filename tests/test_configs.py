@@ -235,3 +235,20 @@ def test_only_ddpm_arms_mix_synthetic_data_in_study_presets(aug, expected):
     if expected:
         assert cfg.aug.synthetic.path.startswith("/project/.cache/ser/generators/emodb-loso-f0-p1.0-ddpm_seed-s0/")
         assert cfg.aug.synthetic.ratio == 1.0
+
+
+@pytest.mark.parametrize("preset,dataset,folds", [("emodb_aug_study", "emodb", 10), ("ravdess_aug_study", "ravdess", 6)])
+def test_the_augmentation_study_grids_compose_arm_by_arm(preset, dataset, folds):
+    """Every arm of each study's grid composes, its generative arms model Whisper's input (the
+    route issue 11 item 8 measured better), and a fold's generator is named by fraction and seed."""
+    from ser.diffusion.mixing import wants_edits, wants_synthetic
+
+    grid = compose_train(f"+experiment={preset}").hydra.sweeper.params
+    assert grid["split.fold"] == f"range({folds})" and grid["dataset.train_fraction"] == "1.0,0.25"
+    for aug in grid["aug"].split(","):
+        cfg = compose_train(f"+experiment={preset}", f"aug={aug}", "dataset.train_fraction=0.25", "seed=1",
+                            "paths.root_dir=/project")
+        assert (cfg.dataset.name, cfg.features.kind, cfg.diffusion.name) == (dataset, "encoder", "cpu_whisper")
+        generative = wants_synthetic(cfg.aug) or wants_edits(cfg.aug)
+        assert generative == (aug in ("ddpm", "ddpm_filtered", "sdedit"))
+        assert cfg.generator.root.endswith(f"{dataset}-{cfg.split.protocol}-f0-p0.25-cpu_whisper-s1")
