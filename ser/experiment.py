@@ -7,7 +7,9 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
 
 # Overrides that vary *within* an arm (replicates) or do not change what is measured.
 NOT_ARM = ("split.fold", "seed", "generator.seed", "hydra", "paths", "logger", "callbacks", "hardware", "resume",
@@ -20,15 +22,50 @@ ARM_GROUPS = ("experiment", "dataset", "model", "aug", "split")
 
 
 def arm_of() -> dict:
-    """The run's config-group choices plus any other override that is not a fold or a seed."""
+    """The run's config-group choices plus any other override that is not a fold or a seed and
+    changes the config: an override that restates what the run would have without it (e.g.
+    `dataset.train_fraction=1.0`, the default, in a sweep over 1.0,0.25) is left out, so those runs
+    pair with runs that never named it."""
     hc = HydraConfig.get()
     arm = {g: hc.runtime.choices.get(g) for g in ARM_GROUPS if hc.runtime.choices.get(g)}
+    candidates = {}
     for override in hc.overrides.task:
         key, _, value = override.lstrip("+~").partition("=")
         if key in ARM_GROUPS or key.split(".")[0].split("/")[0] in NOT_ARM or key in NOT_ARM:
             continue
-        arm[key] = value
+        candidates[key] = (override, value)
+    restated = _restating_defaults(hc, candidates)
+    arm.update({key: value for key, (_, value) in candidates.items() if key not in restated})
     return arm
+
+
+def _restating_defaults(hc, candidates: dict) -> set[str]:
+    """The keys among `candidates` ({key: (override, value)}) whose override leaves the composed
+    config as it would be without it. Composes the run's config twice, with and without them (Hydra's
+    compose API, live inside a running app); where that is not possible every override stays."""
+    if not candidates or not GlobalHydra.instance().is_initialized():
+        return set()
+    from hydra import compose
+
+    task = list(hc.overrides.task)
+    dropped = {o for o, _ in candidates.values()}
+    try:
+        with_them = compose(hc.job.config_name, overrides=task)
+        without = compose(hc.job.config_name, overrides=[o for o in task if o not in dropped])
+    except Exception:  # e.g. a key that exists only through its own `+` override
+        return set()
+    return {key for key in candidates if _value(with_them, key) == _value(without, key) != _MISSING}
+
+
+_MISSING = object()
+
+
+def _value(cfg, key: str):
+    try:
+        node = OmegaConf.select(cfg, key, default=_MISSING, throw_on_resolution_failure=False)
+    except Exception:
+        return _MISSING
+    return OmegaConf.to_container(node, resolve=False) if OmegaConf.is_config(node) else node
 
 
 CLUSTER_LAUNCHER = "hydra_plugins.hydra_submitit_launcher"

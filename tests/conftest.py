@@ -4,6 +4,7 @@ process: no interpreter start-up per run; subprocesses only where the process it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -58,9 +59,19 @@ def compose_config(config_name: str, *overrides: str, output_dir: Path | None = 
     """`config_name` (train, generate, evaluate) with `overrides`, as `python <config_name>.py
     overrides...` composes it, with its run dir at `output_dir`. Hydra's runtime is set too, so
     `${hydra:...}` resolves and the run's arm (ser.experiment.arm_of) is what the CLI would record."""
-    paths = [] if config_name == "evaluate" else [f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}"]
+    with _hydra_app():
+        return _compose_as_app(config_name, *overrides, output_dir=output_dir)
+
+
+@contextlib.contextmanager
+def _hydra_app():
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name, overrides=[*overrides, *paths], return_hydra_config=True)
+        yield
+
+
+def _compose_as_app(config_name: str, *overrides: str, output_dir: Path | None = None) -> DictConfig:
+    paths = [] if config_name == "evaluate" else [f"paths.root_dir={ROOT}", f"paths.output_dir={output_dir}"]
+    cfg = compose(config_name, overrides=[*overrides, *paths], return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]  # as in a running app: the task's config without Hydra's own node
@@ -68,12 +79,15 @@ def compose_config(config_name: str, *overrides: str, output_dir: Path | None = 
 
 
 def train(*overrides: str, output_dir: Path) -> dict:
-    """train.py in-process: compose, then run the job with the arm the CLI would record."""
+    """train.py in-process: compose, then run the job with the arm the CLI would record (worked out,
+    as in the CLI, while Hydra is live)."""
     from ser.experiment import arm_of
     from ser.jobs.train import run_experiment
 
-    cfg = compose_config("train", *overrides, output_dir=output_dir)
-    return run_experiment(cfg, arm=arm_of())
+    with _hydra_app():
+        cfg = _compose_as_app("train", *overrides, output_dir=output_dir)
+        arm = arm_of()
+    return run_experiment(cfg, arm=arm)
 
 
 def generate(*overrides: str, output_dir: Path) -> dict:

@@ -252,3 +252,25 @@ def test_the_augmentation_study_grids_compose_arm_by_arm(preset, dataset, folds)
         generative = wants_synthetic(cfg.aug) or wants_edits(cfg.aug)
         assert generative == (aug in ("ddpm", "ddpm_filtered", "sdedit"))
         assert cfg.generator.root.endswith(f"{dataset}-{cfg.split.protocol}-f0-p0.25-cpu_whisper-s1")
+
+
+def test_an_override_that_restates_the_config_does_not_make_a_new_arm(tmp_path):
+    """A sweep over dataset.train_fraction=1.0,0.25 names the default at full data; those runs must
+    pair with runs that never named it (evaluate.py pairs arms by their recorded overrides). The same
+    holds for a value a preset sets (emodb_encoder_cpu sets model.layers=all)."""
+    from conftest import _compose_as_app, _hydra_app
+    from ser.experiment import arm_of
+
+    def arm(*overrides):
+        with _hydra_app():
+            _compose_as_app("train", *overrides, "split.fold=1", "seed=2", output_dir=tmp_path)
+            return arm_of()
+
+    plain = arm("aug=none")
+    assert arm("aug=none", "dataset.train_fraction=1.0") == plain == {"aug": "none", "dataset": "synthetic",
+                                                                       "model": "mel_tdnn", "split": "loso"}
+    assert arm("aug=none", "dataset.train_fraction=0.25") == {**plain, "dataset.train_fraction": "0.25"}
+    preset = arm("+experiment=emodb_encoder_cpu")
+    assert arm("+experiment=emodb_encoder_cpu", "model.layers=all") == preset
+    assert arm("+experiment=emodb_encoder_cpu", "model.layers=each") == {**preset, "model.layers": "each"}
+    assert arm("aug=ddpm", "+aug.extra_option=1")["aug.extra_option"] == "1"  # a new key is always a change
