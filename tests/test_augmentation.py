@@ -241,6 +241,43 @@ def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
     edits = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
     assert edits["n_training_rows"] == 36 + 24 and not edits["synthetic"]["provided"]["generator_trained_here"]
     assert list((tmp_path / "c" / "generators").glob("*/synthetic/voiced-gl32-encoder-*"))
+    # Both arms say how the probe sees what they added, judged by the probe on real clips alone:
+    # exactly what aug=none trains, so its UA on the held-out speakers is that run's.
+    none = train(*base, "aug=none", output_dir=tmp_path / "none")
+    for run in (ddpm, edits):
+        seen = run["synthetic"]["quality_in_classifier_space"]
+        assert seen["real_classifier_on_heldout"]["ua"] == pytest.approx(none["metrics"]["ua"])
+        assert seen["n"] == {"train": 36, "heldout": 12, "generated": 24} and seen["frechet_ratio"] > 0
+        assert 0 <= seen["real_classifier_on_generated"]["ua"] <= 1
+
+
+def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
+    """Copies of the training clips sit as close to them as new real speakers and are classified as
+    the probe learned them; noise sits far away and gets chance-level UA."""
+    from conftest import compose_config
+    from test_encoder import _tiny_wav2vec2
+    from ser.data.build import prepare
+    from ser.data.datamodule import ExtraClips
+    from ser.diffusion.assess_encoded import assess_in_classifier_space
+    from ser.models.classical import fit_predict_classical
+
+    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    cfg = compose_config("train", "dataset.n_speakers=6", "dataset.clips_per_speaker_emotion=3", "features=encoder",
+                         f"paths.cache_dir={tmp_path / 'c'}", f"features.encoder.name={encoder}", "model=encoder_linear",
+                         "model.search=null", output_dir=tmp_path / "run")
+    data, split = prepare(cfg, functionals=False)
+    probs, _, real_only = fit_predict_classical(cfg, data, split)
+    train_rows = list(split.train)
+    copies = ExtraClips([data.features[i] for i in train_rows], data.labels[train_rows], [data.speakers[i] for i in train_rows])
+    gen = torch.Generator().manual_seed(0)
+    noise = ExtraClips([torch.randn(x.shape, generator=gen) * 5 for x in copies.features], copies.labels,
+                       ["synthetic"] * len(train_rows))
+    near = assess_in_classifier_space(cfg, data, split, copies, real_only, probs)
+    far = assess_in_classifier_space(cfg, data, split, noise, real_only, probs)
+    assert near["real_classifier_on_generated"]["ua"] > 0.9 and near["frechet_ratio"] < 1.5
+    assert far["frechet_ratio"] > 3 * near["frechet_ratio"] and far["real_classifier_on_generated"]["ua"] < 0.6
+    assert near["precision_recall"]["generated"]["precision"] > far["precision_recall"]["generated"]["precision"]
+    assert near["real_classifier_on_heldout"]["ua"] == far["real_classifier_on_heldout"]["ua"]
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -47,6 +47,11 @@ def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp
                              "filter": {"kept_fraction": 0.5} if aug == "ddpm" else None,
                              **({"strength": 0.3} if aug == "sdedit" else {}),
                              "provided": {"generator_train_time_s": 10.0, "sample_time_s": 2.0}}
+                if aug == "sdedit":  # how an encoder probe saw them (ser/diffusion/assess_encoded.py)
+                    synthetic["quality_in_classifier_space"] = {
+                        "frechet_ratio": 1.0 + fold, "ua_ratio": 0.5,
+                        "precision_recall": {"generated": {"precision": 1.0, "recall": 0.2}, "heldout": {"precision": 1.0, "recall": 0.6}},
+                        "real_classifier_on_generated": {"ua": 0.4}}
             _write_run(tmp_path, k, aug, {"aug.synthetic.filter": "0.5"} if aug == "ddpm" else {}, fold, correct, synthetic)
             k += 1
     summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}],
@@ -66,8 +71,13 @@ def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp
     assert vs_none["p_holm"] >= vs_none["p_ttest"] and set(vs_none["per_class_delta"]) == {"a", "b"}
     assert ddpm["augmentation"]["synthetic"]["kept_fraction"] == 0.5
     assert ddpm["augmentation"]["synthetic"]["generation_time_s"] == pytest.approx(60.0)
+    seen = arms["sdedit"]["augmentation"]["synthetic"]["in_classifier_space"]
+    assert seen == {"n_runs": 5, "frechet_ratio": 3.0, "recall": 0.2, "heldout_recall": 0.6, "real_classifier_ua": 0.4,
+                    "ua_ratio": 0.5}
+    assert "in_classifier_space" not in ddpm["augmentation"]["synthetic"]
     md = (tmp_path / "summary" / "summary.md").read_text()
     assert "(best classical)" in md and "p (Holm)" in md and "filter kept" in md
+    assert "| 3.0, 0.20 (0.60), 0.400 (0.50); 5 runs |" in md
     assert np.isfinite(best["p_holm"])
 
 

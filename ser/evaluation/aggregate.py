@@ -175,6 +175,15 @@ def augmentation_summary(runs: list[dict]) -> dict | None:
             "strength": mean([s["strength"] for s in syn if "strength" in s]),
             "generation_time_s": float(sum(m.get("generator_train_time_s", 0) + m.get("sample_time_s", 0)
                                            + m.get("edit_time_s", 0) for m in made))}
+        # How the classifier saw them (encoder probes; ser/diffusion/assess_encoded.py), fold by fold.
+        seen = [s["quality_in_classifier_space"] for s in syn if "frechet_ratio" in (s.get("quality_in_classifier_space") or {})]
+        if seen:
+            out["synthetic"]["in_classifier_space"] = {
+                "n_runs": len(seen), "frechet_ratio": mean([x["frechet_ratio"] for x in seen]),
+                "recall": mean([x["precision_recall"]["generated"]["recall"] for x in seen]),
+                "heldout_recall": mean([x["precision_recall"]["heldout"]["recall"] for x in seen]),
+                "real_classifier_ua": mean([x["real_classifier_on_generated"]["ua"] for x in seen]),
+                "ua_ratio": mean([x["ua_ratio"] for x in seen if x["ua_ratio"] is not None])}
     if audio:
         out["audio"] = {"n_used": mean([a["n_used"] for a in audio]), "variants": audio[0]["variants"]}
     return out
@@ -382,13 +391,23 @@ def markdown_table(rows: list[dict]) -> str:
             f"| {names[r['arm']]} | {fmt(syn and syn['n_used'])} ({fmt(syn and syn['n_unique'])} distinct) | "
             f"{fmt(syn and syn['kept_fraction'], '{:.2f}')} | {', '.join(syn['sampler']) if syn else '-'} | "
             f"{fmt(syn and syn['strength'], '{:.2f}')} | {fmt(syn and syn['generation_time_s'])} | "
-            f"{fmt(audio and audio['n_used'])} |")
+            f"{fmt(audio and audio['n_used'])} | {_seen_cell(syn)} |")
     if aug_lines:
         lines += ["", "What the augmentation arms trained on (means per run; generation time summed over runs that "
                       "made a generator, pool or edits):", "",
                   "| arm | synthetic clips per run | filter kept | sampler | SDEdit strength | generation s | "
-                  "waveform copies per run |", "|---|---|---|---|---|---|---|", *aug_lines]
+                  "waveform copies per run | as the classifier sees them: Frechet ratio to held-out speakers, "
+                  "recall (held-out), real-only classifier's UA on them (ratio to held-out) |",
+                  "|---|---|---|---|---|---|---|---|", *aug_lines]
     return "\n".join(lines) + "\n"
+
+
+def _seen_cell(syn: dict | None) -> str:
+    seen = (syn or {}).get("in_classifier_space")
+    if not seen:
+        return "-"
+    return (f"{seen['frechet_ratio']:.1f}, {seen['recall']:.2f} ({seen['heldout_recall']:.2f}), "
+            f"{seen['real_classifier_ua']:.3f} ({seen['ua_ratio']:.2f}); {seen['n_runs']} runs")
 
 
 def latest_sweep(root: str | Path = "outputs/multirun") -> Path:

@@ -26,6 +26,7 @@ from ser.config import check_train_config
 from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare, same_clips_with
 from ser.data.corpora import label_mapping
 from ser.data.datamodule import ExtraClips, SERDataModule
+from ser.diffusion.assess_encoded import assess_in_classifier_space
 from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
 from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
                                  wants_synthetic)
@@ -109,6 +110,12 @@ def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
         elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
             copies, generated = generated_for_encoder(cfg, data, split)
         y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
+        if generated is not None:
+            # How this probe sees the generated clips, judged by the same probe on real clips alone.
+            real_probs, _, real_only = fit_predict_classical(cfg, data, split)
+            generated["quality_in_classifier_space"] = assess_in_classifier_space(
+                cfg, data, split, copies, real_only, real_probs, seed=cfg.seed)
+            _log_generated_quality(generated["quality_in_classifier_space"])
         extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
         extra["synthetic"] = generated
         loggers = []
@@ -308,6 +315,18 @@ def generated_for_encoder(cfg, data, split) -> tuple[ExtraClips, dict]:
         route = "log-mels voiced with Griffin-Lim, then encoded"
     report["voiced_and_encoded"] = {"route": route, "seconds": round(time.time() - started, 1)}
     return ExtraClips(encoded, np.asarray(labels), list(speakers)), report
+
+
+def _log_generated_quality(report: dict) -> None:
+    if "skipped" in report:
+        log.info("generated clips' quality in the classifier's space not measured: %s", report["skipped"])
+        return
+    on = report["real_classifier_on_generated"]
+    log.info("generated clips in the classifier's space: Frechet distance %.1f from the training clips (held-out real "
+             "speakers %.1f, ratio %.1f); precision/recall %.2f/%.2f (held-out %.2f/%.2f); the real-only probe's UA on them "
+             "%.3f (on held-out speakers %.3f)", report["frechet"]["generated_vs_train"], report["frechet"]["heldout_vs_train"],
+             report["frechet_ratio"], *report["precision_recall"]["generated"].values(),
+             *report["precision_recall"]["heldout"].values(), on["ua"], report["real_classifier_on_heldout"]["ua"])
 
 
 def wants_audio(aug) -> bool:

@@ -158,16 +158,11 @@ def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = No
     return probs, search, linear_view(parts, scaler, classifier, columns, inputs(train[:200]), weight)
 
 
-def fit_predict_classical(cfg, data, split, extra=None):
-    """Train on the split's training clips (validation clips join them: no model selection here).
-    The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
-    the run's speech encoder (`encoder_layers`, with features=encoder), or several views
-    (`[encoder_layers, functionals]`, or `model.layers: each`), each standardised on its own first,
-    then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
-    view with their probabilities averaged (`late`). `extra`: augmented copies of training clips
-    or generated clips (anything with `features`, `labels`, `speakers` and, where the model reads
-    them, `functionals` of model.feature_set), trained on too."""
-    m, names = cfg.model, input_names(cfg.model.inputs)
+def classifier_views(cfg, data, extra=None) -> tuple[list[tuple[str, np.ndarray]], list]:
+    """Every clip's views (`clip_views`) as the classifier reads them: per-speaker standardised
+    where `model.speaker_norm` says so. With `extra` (augmented or generated clips), their views
+    too, each row standardised as its speaker's (a generator is one more speaker); else Nones."""
+    m = cfg.model
     views = clip_views(m.inputs, m.layers, m.feature_set, data.features, lambda: _functionals(cfg, data))
     extra_views = [None] * len(views)
     if extra is not None:
@@ -178,6 +173,20 @@ def fit_predict_classical(cfg, data, split, extra=None):
         views, extra_views = [(name, b[0]) for (name, _), b in zip(views, both)], [b[1] for b in both]
     elif m.speaker_norm:
         views = [(name, standardize_per_speaker(x, data.speakers)) for name, x in views]
+    return views, extra_views
+
+
+def fit_predict_classical(cfg, data, split, extra=None):
+    """Train on the split's training clips (validation clips join them: no model selection here).
+    The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
+    the run's speech encoder (`encoder_layers`, with features=encoder), or several views
+    (`[encoder_layers, functionals]`, or `model.layers: each`), each standardised on its own first,
+    then fused: one classifier on the weighted concatenation (`model.fusion: early`), or one per
+    view with their probabilities averaged (`late`). `extra`: augmented copies of training clips
+    or generated clips (anything with `features`, `labels`, `speakers` and, where the model reads
+    them, `functionals` of model.feature_set), trained on too."""
+    m, names = cfg.model, input_names(cfg.model.inputs)
+    views, extra_views = classifier_views(cfg, data, extra)
     extra_rows = (lambda e: None) if extra is None else (lambda e: (e, extra.labels, extra.speakers))  # noqa: E731
     dims = [x.shape[1] for _, x in views]
     weights = view_weights(m.view_weights, dims, m.fusion)

@@ -32,10 +32,14 @@ class LinearView:
     classes: np.ndarray  # indices into the emotions
     weight: float = 1.0
 
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """Clip vectors -> the decision scores (clips x the classes it saw, or 1 for two classes)."""
+        return ((x - self.mean) / self.scale * self.columns) @ self.coef.T + self.intercept
+
     def proba(self, x: np.ndarray, n_classes: int) -> np.ndarray:
         """Clip vectors -> class pseudo-probabilities: the softmax of the decision scores (argmax
         unchanged), zero for a class the classifier never saw."""
-        scores = ((x - self.mean) / self.scale * self.columns) @ self.coef.T + self.intercept
+        scores = self.scores(x)
         if scores.shape[1] == 1:  # two classes: one score, positive for the second
             scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
         scores = np.exp(scores - scores.max(axis=1, keepdims=True))
@@ -70,6 +74,11 @@ class LinearModel:
         total = sum(v.weight for v in self.views)
         return sum(v.weight * v.proba(np.concatenate([matrices[p] for p in v.parts], axis=1), len(self.emotions))
                    for v in self.views) / total
+
+    def embed(self, matrices: dict[str, np.ndarray]) -> np.ndarray:
+        """The classifier's embedding of clips: every fitted view's decision scores side by side
+        (clips x classes per view), the space its prediction is made in."""
+        return np.concatenate([v.scores(np.concatenate([matrices[p] for p in v.parts], axis=1)) for v in self.views], axis=1)
 
     def save(self, out_dir: str | Path, spec: dict) -> Path:
         tensors, views = {}, []
