@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 
+from hydra import compose
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
@@ -45,8 +46,6 @@ def _restating_defaults(hc, candidates: dict) -> set[str]:
     compose API, live inside a running app); where that is not possible every override stays."""
     if not candidates or not GlobalHydra.instance().is_initialized():
         return set()
-    from hydra import compose
-
     task = list(hc.overrides.task)
     dropped = {o for o, _ in candidates.values()}
     try:
