@@ -123,6 +123,34 @@ def test_the_probe_learns_which_layer_carries_the_emotion():
     assert learned_layer_weights(build_backbone("mel_tdnn", num_classes=2, feat_dim=8)) is None
 
 
+def test_the_probe_pools_the_same_statistics_in_training_and_evaluation():
+    # Element-wise dropout before the pooling inflated the training-time standard deviations, a
+    # train/eval mismatch that cost about 0.07 UA on EmoDB; what the head reads must not depend on the mode.
+    torch.manual_seed(0)
+    probe = build_backbone("encoder_probe", num_classes=4, in_chans=3, feat_dim=8)
+    x = torch.randn(5, 3, 8, 40)
+    training = probe.train().forward_features(x)
+    assert torch.allclose(training, probe.eval().forward_features(x))
+
+
+def test_an_export_from_another_version_fails_naming_the_file_and_the_fix(tmp_path):
+    from ser.errors import DataError
+    from ser.features.transforms import FeatureNormalizer
+    from ser.models.export import export_classifier, load_classifier
+
+    backbone = {"arch": "encoder_probe", "in_chans": 3, "feat_dim": 8}
+    spec = {"backbone": backbone, "emotions": list("abcd"), "input": {"normalization": "none"},
+            "front_end": {"functionals": None}}
+    net = build_backbone(num_classes=4, **backbone)
+    export_classifier(tmp_path / "ok", net, FeatureNormalizer("none").fit([], []), spec)
+    assert load_classifier(tmp_path / "ok")[0].layer_logits.shape == (3,)
+    # An export whose network took a setting this version's does not (the probe's old input_dropout).
+    old = dict(spec, backbone=dict(backbone, input_dropout=0.1))
+    export_classifier(tmp_path / "old", net, FeatureNormalizer("none").fit([], []), old)
+    with pytest.raises(DataError, match=r"old/model.json.*encoder_probe.*input_dropout.*retrain"):
+        load_classifier(tmp_path / "old")
+
+
 @pytest.mark.slow
 def test_train_export_and_predict_on_a_speech_encoder(encoders, tmp_path, cache_dir):
     from ser import Predictor

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ser.errors import ConfigError, NotFound
+from ser.errors import ConfigError, DataError, NotFound
 from ser.features.transforms import (FeatureNormalizer, FunctionalsNormalizer, InputPipeline, collate_inputs,
                                      input_frames, map_input)
 from ser.io import atomic_dir
@@ -52,9 +52,13 @@ def load_classifier(model_dir: str | Path) -> tuple[torch.nn.Module, FeatureNorm
     spec = json.loads((model_dir / "model.json").read_text())
     tensors = load_file(str(model_dir / "model.safetensors"))
     backbone = dict(spec["backbone"], pretrained=False, weights=None)
-    net = build_backbone(num_classes=len(spec["emotions"]), **backbone)
-    net.load_state_dict({k: v for k, v in tensors.items()
-                         if not k.startswith((NORM_PREFIX, FUNCTIONALS_NORM_PREFIX))})
+    try:
+        net = build_backbone(num_classes=len(spec["emotions"]), **backbone)
+        net.load_state_dict({k: v for k, v in tensors.items()
+                             if not k.startswith((NORM_PREFIX, FUNCTIONALS_NORM_PREFIX))})
+    except (TypeError, RuntimeError) as e:  # settings or weights this version's network does not have
+        raise DataError(f"{model_dir}/model.json: the exported {backbone.get('arch')} does not fit this version of "
+                        f"ser ({e}); retrain it with this version, or predict with the version that exported it") from e
     net.eval()
     normalizer = FeatureNormalizer(spec["input"]["normalization"])
     normalizer.load_state_dict({k[len(NORM_PREFIX):]: v for k, v in tensors.items() if k.startswith(NORM_PREFIX)})

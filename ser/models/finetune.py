@@ -30,7 +30,7 @@ from ser.models.probe import EncoderProbe
 class EncoderFinetune(nn.Module):
     def __init__(self, num_classes: int, name: str, train_layers: int = 2, layer_decay: float = 0.8,
                  pretrained: bool = True, encoder_config: dict | None = None, in_chans: int = 1,
-                 input_dropout: float = 0.1, drop_rate: float = 0.3):
+                 drop_rate: float = 0.3):
         """`name`: the encoder, a hub id or a local directory (from_pretrained). `pretrained=False`
         with `encoder_config` builds the architecture alone, for loading exported weights."""
         super().__init__()
@@ -61,7 +61,7 @@ class EncoderFinetune(nn.Module):
             self._final_norm().requires_grad_(True)
         width = config.d_model if self.whisper else config.hidden_size
         self.probe = EncoderProbe(num_classes, in_chans=len(layers) + 1, feat_dim=width,
-                                  input_dropout=input_dropout, drop_rate=drop_rate)
+                                  drop_rate=drop_rate)
 
     def _transformer_layers(self) -> nn.ModuleList:
         # Whisper: encoder.layers; wav2vec-family: encoder.encoder.layers.
