@@ -123,6 +123,22 @@ def test_the_probe_learns_which_layer_carries_the_emotion():
     assert learned_layer_weights(build_backbone("mel_tdnn", num_classes=2, feat_dim=8)) is None
 
 
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_the_probe_layer_weights_learn_at_their_own_rate_without_decay(ensemble):
+    # At the head's lr the layer weights barely left uniform in a CPU schedule; they get their own group.
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
+    backbone = {"arch": "encoder_probe", "in_chans": 3, "feat_dim": 8, "layer_lr_scale": 30, "ensemble": ensemble}
+    model = EmotionClassifier(backbone, num_classes=4, emotions=list("abcd"), optimizer=optimizer)
+    probes = model.net.members if ensemble > 1 else [model.net]
+    groups = model.configure_optimizers().param_groups
+    layer_groups = [g for g in groups if any(p is m.layer_logits for m in probes for p in g["params"])]
+    assert len(groups) == 2 * ensemble and len(layer_groups) == ensemble
+    assert all(len(g["params"]) == 1 and g["lr"] == pytest.approx(0.03) and g["weight_decay"] == 0 for g in layer_groups)
+    others = [g for g in groups if all(g is not h for h in layer_groups)]
+    assert all(g["lr"] == pytest.approx(1e-3) and g["weight_decay"] == 0.01 for g in others)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
 def test_the_probe_pools_the_same_statistics_in_training_and_evaluation():
     # Element-wise dropout before the pooling inflated the training-time standard deviations, a
     # train/eval mismatch that cost about 0.07 UA on EmoDB; what the head reads must not depend on the mode.

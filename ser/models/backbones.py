@@ -130,6 +130,13 @@ class DeepEnsemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(members)
 
+    def param_groups(self, lr: float) -> list[dict] | None:
+        """Each member's own parameter groups (e.g. the probe's layer weights), or None when the
+        members have none (one group for everything)."""
+        if not all(hasattr(m, "param_groups") for m in self.members):
+            return None
+        return [g for m in self.members for g in m.param_groups(lr)]
+
     def member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
         return [m(x) for m in self.members]
 
