@@ -130,3 +130,47 @@ def test_convergence_summary_reads_the_held_out_curve():
     still_falling = [{"epoch": e, "step": e + 1, "val/loss": 1.0 / (e + 1)} for e in range(10)]
     assert convergence(still_falling)["still_improving"]
     assert convergence([{"epoch": 0, "step": 5, "train/loss": 1.0}])["measured"] is False
+
+
+def _tiny_recipe(epochs: int):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({"unet": dict(TINY_UNET, block_out_channels=[16, 32],
+                                          down_block_types=["DownBlock2D", "DownBlock2D"],
+                                          up_block_types=["UpBlock2D", "UpBlock2D"]),
+                             "num_train_timesteps": 50, "beta_schedule": "linear", "lr": 1e-3, "p_uncond": 0.1,
+                             "ema_decay": 0.9, "batch_size": 8, "epochs": epochs, "max_steps": -1, "early_stopping": None})
+
+
+def test_an_interrupted_generator_training_resumes(tmp_path):
+    """A killed generator training continues from its last epoch (weights, EMA, loss curve), also
+    when the budget is raised; a checkpoint of other training clips is discarded, not continued."""
+    from omegaconf import OmegaConf
+
+    from ser.diffusion.training import fit_generator
+
+    trainer = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": "${epochs}", "max_steps": -1,
+                                "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
+                                "num_sanity_val_steps": 0})
+    hardware = OmegaConf.create({"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
+                                 "precision": "32-true", "sync_batchnorm": False, "progress_bar": False})
+    x, y = torch.rand(16, 1, 16, 16) * 2 - 1, torch.tensor([0, 1] * 8)
+    ckpt = tmp_path / "generator.partial" / "conditional"
+
+    def fit(epochs, images=x, seed=0):
+        pl.seed_everything(seed)
+        t = OmegaConf.merge(trainer, {"max_epochs": epochs})
+        return fit_generator(_tiny_recipe(epochs), t, hardware, images, y, 2, checkpoint_dir=ckpt)
+
+    first, first_training = fit(2)  # "killed" after two epochs: its checkpoint stays
+    assert (ckpt / "last.ckpt").is_file() and [r["step"] for r in first_training["curve"]] == [2, 4]
+    resumed, training = fit(4, seed=1)  # a restart would redo epochs 0-1 with other noise and batches
+    assert [r["epoch"] for r in training["curve"]] == [0, 1, 2, 3]
+    assert training["curve"][:2] == first_training["curve"]  # epochs 0-1 were not run again
+    assert [r["step"] for r in training["curve"]] == [2, 4, 6, 8]  # 8 steps in all, not 2 + 8
+    assert resumed.ema.optimization_step == 8  # the EMA continued too
+    # The checkpoint loads with weights_only=True: nothing in it needs unpickling code.
+    torch.load(ckpt / "last.ckpt", weights_only=True)
+
+    other, other_training = fit(1, images=torch.rand(16, 1, 16, 16))  # other clips: starts afresh
+    assert [r["step"] for r in other_training["curve"]] == [2] and other.ema.optimization_step == 2

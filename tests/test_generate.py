@@ -33,6 +33,7 @@ def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
     assert [r["epoch"] for r in training["curve"]] == [0, 1] and all("val/loss" in r for r in training["curve"])
     assert training["convergence"]["measured"] and training["convergence"]["steps_trained"] == training["curve"][-1]["step"]
     assert (tmp_path / "gen" / "generator" / "convergence.png").stat().st_size > 1000
+    assert not (tmp_path / "gen" / "generator.partial").exists()  # the resume checkpoints are gone
     mels, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert mels.min() >= -80 and mels.max() <= 0 and info["sampler"] == "ddim"  # the measured best
@@ -54,6 +55,7 @@ def test_reference_recipe_trains_one_generator_per_emotion(tmp_path, cache_dir):
         meta = json.loads((tmp_path / "gen" / "generator" / emotion / "metadata.json").read_text())
         assert meta["emotion"] == emotion and meta["num_classes"] == 0
         assert (tmp_path / "gen" / "generator" / emotion / "convergence.png").is_file()
+    assert not (tmp_path / "gen" / "generator.partial").exists()
     generate("diffusion=ddpm_seed", *TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator.root={tmp_path / 'gen'}",
              "mode=sample", "sample.sampler=ddim", output_dir=tmp_path / "run2")
     _, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")

@@ -74,6 +74,16 @@ class SpectrogramDDPM(pl.LightningModule):
             self.ema.to(self.device)
             self.ema.step(self.unet.parameters())
 
+    # The EMA weights are not parameters Lightning knows about: carry them in the checkpoint, so a
+    # resumed training continues the same average instead of restarting it from the live weights.
+    def on_save_checkpoint(self, checkpoint):
+        if self.ema is not None:
+            checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if self.ema is not None and "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+
     def configure_optimizers(self):
         return torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
 

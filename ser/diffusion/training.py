@@ -4,12 +4,15 @@ validation speakers (held-out denoising loss), and save them (ser/diffusion/gene
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -22,7 +25,7 @@ from ser.errors import GeneratorFoldLeak
 from ser.evaluation.plots import plot_convergence
 from ser.features.mel import MelParams
 from ser.hardware import build_trainer
-from ser.io import atomic_dir
+from ser.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,13 @@ class LossCurve(pl.Callback):
         self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
                           **{k: round(float(m[k]), 5) for k in ("train/loss", "val/loss") if k in m}})
 
+    # Kept in the checkpoint, so a resumed training's curve starts at epoch 0, not at the resume.
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict["rows"])
+
 
 def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
     """When did the held-out denoising loss get within `tolerance` of its best, and was it still
@@ -58,11 +68,44 @@ def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
             "still_improving": curve[-1][1] < 0.98 * late}
 
 
+# What a checkpoint may be resumed under: everything but the budget, so raising `epochs` or
+# `max_steps` continues an interrupted training instead of restarting it.
+_BUDGET_KEYS = ("epochs", "max_steps", "early_stopping")
+
+
+def _training_problem(recipe: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> dict:
+    """The recipe (minus its budget) and a digest of the exact training images and labels."""
+    h = hashlib.sha256(images.numpy().tobytes())
+    if labels is not None:
+        h.update(labels.numpy().tobytes())
+    settings = {k: v for k, v in OmegaConf.to_container(recipe, resolve=True).items() if k not in _BUDGET_KEYS}
+    return {"recipe": settings, "num_classes": num_classes, "images": list(images.shape), "data_digest": h.hexdigest()[:16]}
+
+
+def resumable_checkpoint(checkpoint_dir: Path, problem: dict) -> Path | None:
+    """The last checkpoint in `checkpoint_dir` if it was made for this same problem; otherwise the
+    folder is cleared (a stale checkpoint of another recipe or other data must not be continued)."""
+    stamp, last = checkpoint_dir / "problem.json", checkpoint_dir / "last.ckpt"
+    if stamp.exists() and last.exists():
+        if json.loads(stamp.read_text()) == problem:
+            return last
+        log.warning("discarding the interrupted generator training in %s: it was for another recipe or other "
+                    "training clips", checkpoint_dir)
+    if checkpoint_dir.exists():
+        shutil.rmtree(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True)
+    write_json(stamp, problem)
+    return None
+
+
 def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig, images: torch.Tensor,
                   labels: torch.Tensor | None, num_classes: int, val_images: torch.Tensor | None = None,
-                  val_labels: torch.Tensor | None = None) -> tuple[SpectrogramDDPM, dict]:
+                  val_labels: torch.Tensor | None = None,
+                  checkpoint_dir: Path | None = None) -> tuple[SpectrogramDDPM, dict]:
     """Train one generator (`recipe`: a conf/diffusion/*.yaml node); returns the trained module and
-    its loss curve with a convergence summary."""
+    its loss curve with a convergence summary. With `checkpoint_dir`, the training state (weights,
+    EMA, optimizer, loop position, loss curve) is saved there after every epoch, and a training of
+    the same problem killed earlier continues from its last epoch."""
     model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
                             num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule,
                             lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay)
@@ -79,8 +122,16 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     if recipe.early_stopping is not None and has_val:
         # Train until held-out denoising stops improving (capped by max_steps / epochs).
         callbacks.append(instantiate(recipe.early_stopping))
-    fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0)
-    fit.fit(model, loader, val_loader)
+    resume_from, checkpointing = None, {}
+    if checkpoint_dir is not None:
+        resume_from = resumable_checkpoint(checkpoint_dir, _training_problem(recipe, images, labels, num_classes))
+        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1))
+        checkpointing = {"enable_checkpointing": True}
+        if resume_from is not None:
+            log.info("resuming the generator training interrupted in %s", checkpoint_dir)
+    fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0, **checkpointing)
+    # Our own checkpoint of plain tensors and numbers: no need to unpickle anything else.
+    fit.fit(model, loader, val_loader, ckpt_path=resume_from, weights_only=True)
     summary = convergence(curve.rows)
     log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", fit.global_step, len(images),
              recipe.batch_size, summary)
@@ -144,8 +195,10 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     validation speakers; the validation speakers measure convergence) and save them to
     `cfg.generator.dir`: one conditional generator, or one per emotion (`diffusion.per_emotion`)
     in <dir>/<emotion>/. `trainer`: the generators' Trainer config (conf/trainer/generator.yaml).
-    The folder appears complete or not at all."""
+    The folder appears complete or not at all; until then the training checkpoints live in
+    <dir>.partial/, so a killed run's successor resumes it (long CPU recipes take hours)."""
     pl.seed_everything(cfg.generator.seed)
+    partial = Path(f"{cfg.generator.dir}.partial")
     recipe, emotions = cfg.diffusion, data.emotions
     images, labels = training_images(data, split.train, recipe.image_size)
     val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
@@ -153,15 +206,17 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     if recipe.per_emotion:
         for k, emotion in enumerate(emotions):
             val_k = val_images[val_labels == k] if val_images is not None else None
-            module, training = fit_generator(recipe, trainer, cfg.hardware, images[labels == k], None, 0, val_k)
+            module, training = fit_generator(recipe, trainer, cfg.hardware, images[labels == k], None, 0, val_k,
+                                             checkpoint_dir=partial / emotion)
             trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
                             f"{emotion} generator"))
     else:
         module, training = fit_generator(recipe, trainer, cfg.hardware, images, labels, len(emotions),
-                                         val_images, val_labels)
+                                         val_images, val_labels, checkpoint_dir=partial / "conditional")
         trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
     with atomic_dir(cfg.generator.dir) as tmp:
         for sub, generator, title in trained:
             folder = generator.write_into(tmp / sub)
             plot_convergence(generator.metadata["training"]["curve"], folder / "convergence.png", title)
+    shutil.rmtree(partial, ignore_errors=True)
     return Path(cfg.generator.dir)
