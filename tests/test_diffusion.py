@@ -174,3 +174,19 @@ def test_an_interrupted_generator_training_resumes(tmp_path):
 
     other, other_training = fit(1, images=torch.rand(16, 1, 16, 16))  # other clips: starts afresh
     assert [r["step"] for r in other_training["curve"]] == [2] and other.ema.optimization_step == 2
+
+
+def test_min_snr_weights_cap_the_easy_timesteps():
+    """snr_gamma: weight min(SNR, gamma) / SNR per timestep (1 where the noise dominates, below 1
+    where the image barely changed); without it every timestep weighs 1."""
+    plain = SpectrogramDDPM(TINY_UNET, num_classes=2, num_train_timesteps=100)
+    weighted = SpectrogramDDPM(TINY_UNET, num_classes=2, num_train_timesteps=100, snr_gamma=5.0)
+    t = torch.tensor([0, 10, 50, 99])
+    assert torch.equal(plain.loss_weights(t), torch.ones(4))
+    a = weighted.scheduler.alphas_cumprod[t]
+    snr = a / (1 - a)
+    expected = torch.where(snr > 5, 5 / snr, torch.ones(4))
+    w = weighted.loss_weights(t)
+    assert torch.allclose(w, expected, rtol=1e-4) and w[0] < 0.1 and w[-1] == 1
+    x, y = torch.rand(4, 1, 16, 16) * 2 - 1, torch.tensor([0, 1, 0, 1])
+    assert torch.isfinite(weighted.training_step((x, y), 0))

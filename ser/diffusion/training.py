@@ -68,6 +68,27 @@ def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
             "still_improving": curve[-1][1] < 0.98 * late}
 
 
+class Snapshots(pl.Callback):
+    """Every `every` optimizer steps, the generator as it would be saved then (EMA weights) in
+    <root>/step_<N>/<sub>/: sample quality against training steps, measured afterwards with
+    generate.py mode=sample and mode=quality on each (`generator.dir=<snapshot>`). A snapshot's
+    metadata is the finished generator's, so the same fold-safety checks apply to it."""
+
+    def __init__(self, every: int, root: Path, sub: str, metadata: dict):
+        self.every, self.root, self.sub, self.metadata = int(every), Path(root), sub, metadata
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step % self.every or not trainer.is_global_zero:
+            return
+        target = self.root / f"step_{step}" / self.sub
+        if (target / "metadata.json").is_file():
+            return  # made before an interruption
+        generator = pl_module.to_generator({**self.metadata, "training": {"snapshot_at_step": step}})
+        with atomic_dir(target) as tmp:
+            generator.write_into(tmp)
+
+
 # What a checkpoint may be resumed under: everything but the budget, so raising `epochs` or
 # `max_steps` continues an interrupted training instead of restarting it.
 _BUDGET_KEYS = ("epochs", "max_steps", "early_stopping")
@@ -100,15 +121,16 @@ def resumable_checkpoint(checkpoint_dir: Path, problem: dict) -> Path | None:
 
 def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig, images: torch.Tensor,
                   labels: torch.Tensor | None, num_classes: int, val_images: torch.Tensor | None = None,
-                  val_labels: torch.Tensor | None = None,
-                  checkpoint_dir: Path | None = None) -> tuple[SpectrogramDDPM, dict]:
+                  val_labels: torch.Tensor | None = None, checkpoint_dir: Path | None = None,
+                  extra_callbacks: tuple[pl.Callback, ...] = ()) -> tuple[SpectrogramDDPM, dict]:
     """Train one generator (`recipe`: a conf/diffusion/*.yaml node); returns the trained module and
     its loss curve with a convergence summary. With `checkpoint_dir`, the training state (weights,
     EMA, optimizer, loop position, loss curve) is saved there after every epoch, and a training of
     the same problem killed earlier continues from its last epoch."""
     model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
                             num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule,
-                            lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay)
+                            lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay,
+                            snr_gamma=recipe.get("snr_gamma"))
     zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
     y = labels if labels is not None else zeros(len(images))
     loader = DataLoader(TensorDataset(images, y), batch_size=recipe.batch_size, shuffle=True, drop_last=False)
@@ -118,7 +140,7 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
         vy = val_labels if val_labels is not None else zeros(len(val_images))
         val_loader = DataLoader(TensorDataset(val_images, vy), batch_size=recipe.batch_size, shuffle=False)
     curve = LossCurve()
-    callbacks = [curve]
+    callbacks = [curve, *extra_callbacks]
     if recipe.early_stopping is not None and has_val:
         # Train until held-out denoising stops improving (capped by max_steps / epochs).
         callbacks.append(instantiate(recipe.early_stopping))
@@ -203,16 +225,22 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     images, labels = training_images(data, split.train, recipe.image_size)
     val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
     trained = []  # (sub-folder, generator, curve title)
+    every = recipe.get("snapshot_every_steps")  # optional: the generator every N steps, in <root>/snapshots/
+
+    def snapshots(sub: str, meta: dict) -> tuple[pl.Callback, ...]:
+        return (Snapshots(every, Path(cfg.generator.root) / "snapshots", sub, meta),) if every else ()
     if recipe.per_emotion:
         for k, emotion in enumerate(emotions):
             val_k = val_images[val_labels == k] if val_images is not None else None
             module, training = fit_generator(recipe, trainer, cfg.hardware, images[labels == k], None, 0, val_k,
-                                             checkpoint_dir=partial / emotion)
+                                             checkpoint_dir=partial / emotion,
+                                             extra_callbacks=snapshots(emotion, {**metadata, "emotion": emotion}))
             trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
                             f"{emotion} generator"))
     else:
         module, training = fit_generator(recipe, trainer, cfg.hardware, images, labels, len(emotions),
-                                         val_images, val_labels, checkpoint_dir=partial / "conditional")
+                                         val_images, val_labels, checkpoint_dir=partial / "conditional",
+                                         extra_callbacks=snapshots("", metadata))
         trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
     with atomic_dir(cfg.generator.dir) as tmp:
         for sub, generator, title in trained:
