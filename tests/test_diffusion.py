@@ -143,36 +143,41 @@ def _tiny_recipe(epochs: int):
 
 
 def test_an_interrupted_generator_training_resumes(tmp_path):
-    """A killed generator training continues from its last epoch (weights, EMA, loss curve), also
-    when the budget is raised; a checkpoint of other training clips is discarded, not continued."""
+    """A generator training killed mid-way continues from its last finished epoch (weights, EMA,
+    loop position, loss curve); a checkpoint of other training clips is discarded, not continued."""
     from omegaconf import OmegaConf
 
     from ser.diffusion.training import fit_generator
 
-    trainer = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": "${epochs}", "max_steps": -1,
+    trainer = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": 1, "max_steps": -1,
                                 "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
                                 "num_sanity_val_steps": 0})
     hardware = OmegaConf.create({"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                                  "precision": "32-true", "sync_batchnorm": False, "progress_bar": False})
     x, y = torch.rand(16, 1, 16, 16) * 2 - 1, torch.tensor([0, 1] * 8)
-    ckpt = tmp_path / "generator.partial" / "conditional"
 
-    def fit(epochs, images=x, seed=0):
+    class Kill(pl.Callback):  # the process dies as epoch 2 begins
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 2:
+                raise RuntimeError("killed")
+
+    def fit(epochs, where, images=x, seed=0, callbacks=()):
         pl.seed_everything(seed)
-        t = OmegaConf.merge(trainer, {"max_epochs": epochs})
-        return fit_generator(_tiny_recipe(epochs), t, hardware, images, y, 2, checkpoint_dir=ckpt)
+        return fit_generator(_tiny_recipe(epochs), OmegaConf.merge(trainer, {"max_epochs": epochs}), hardware,
+                             images, y, 2, checkpoint_dir=tmp_path / where, extra_callbacks=callbacks)
 
-    first, first_training = fit(2)  # "killed" after two epochs: its checkpoint stays
-    assert (ckpt / "last.ckpt").is_file() and [r["step"] for r in first_training["curve"]] == [2, 4]
-    resumed, training = fit(4, seed=1)  # a restart would redo epochs 0-1 with other noise and batches
+    _, reference = fit(2, "reference")  # epochs 0-1, never interrupted
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(4, "run", callbacks=(Kill(),))
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.ckpt", "problem.json"]
+    torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)  # plain tensors and numbers only
+    resumed, training = fit(4, "run", seed=1)  # a restart would redo epochs 0-1 with other noise and batches
     assert [r["epoch"] for r in training["curve"]] == [0, 1, 2, 3]
-    assert training["curve"][:2] == first_training["curve"]  # epochs 0-1 were not run again
-    assert [r["step"] for r in training["curve"]] == [2, 4, 6, 8]  # 8 steps in all, not 2 + 8
+    assert training["curve"][:2] == reference["curve"]  # epochs 0-1 were not run again
+    assert [r["step"] for r in training["curve"]] == [2, 4, 6, 8]
     assert resumed.ema.optimization_step == 8  # the EMA continued too
-    # The checkpoint loads with weights_only=True: nothing in it needs unpickling code.
-    torch.load(ckpt / "last.ckpt", weights_only=True)
 
-    other, other_training = fit(1, images=torch.rand(16, 1, 16, 16))  # other clips: starts afresh
+    other, other_training = fit(1, "run", images=torch.rand(16, 1, 16, 16))  # other clips: starts afresh
     assert [r["step"] for r in other_training["curve"]] == [2] and other.ema.optimization_step == 2
 
 

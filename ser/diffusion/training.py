@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import ModelCheckpoint
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, TensorDataset
@@ -66,6 +66,21 @@ def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
     return {"measured": True, "best_val_loss": best, "final_val_loss": curve[-1][1],
             f"steps_to_within_{int(tolerance * 100)}pct_of_best": reached, "steps_trained": curve[-1][0],
             "still_improving": curve[-1][1] < 0.98 * late}
+
+
+class ResumeCheckpoint(pl.Callback):
+    """The whole training state after every epoch, in one file replaced atomically (a kill while
+    writing leaves the previous epoch's). Lightning's ModelCheckpoint writes `last.ckpt` only
+    beside a top-k checkpoint, which a run without a monitored metric never makes."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
 
 
 class Snapshots(pl.Callback):
@@ -144,14 +159,13 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     if recipe.early_stopping is not None and has_val:
         # Train until held-out denoising stops improving (capped by max_steps / epochs).
         callbacks.append(instantiate(recipe.early_stopping))
-    resume_from, checkpointing = None, {}
+    resume_from = None
     if checkpoint_dir is not None:
         resume_from = resumable_checkpoint(checkpoint_dir, _training_problem(recipe, images, labels, num_classes))
-        callbacks.append(ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_epochs=1))
-        checkpointing = {"enable_checkpointing": True}
+        callbacks.append(ResumeCheckpoint(checkpoint_dir / "last.ckpt"))  # last: it saves what the others recorded
         if resume_from is not None:
             log.info("resuming the generator training interrupted in %s", checkpoint_dir)
-    fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0, **checkpointing)
+    fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0)
     # Our own checkpoint of plain tensors and numbers: no need to unpickle anything else.
     fit.fit(model, loader, val_loader, ckpt_path=resume_from, weights_only=True)
     summary = convergence(curve.rows)
