@@ -78,7 +78,7 @@ class ResumeCheckpoint(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part; rank 0 writes
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state, optimizer included; rank 0 writes
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
 
