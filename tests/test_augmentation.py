@@ -117,7 +117,7 @@ def test_generators_are_matched_to_a_low_data_runs_own_subset():
     from ser.data.corpora import Clip
     from ser.data.datamodule import LabelledClips
     from ser.data.splits import Split
-    from ser.diffusion.training import assert_same_training_clips, training_clips_digest
+    from ser.diffusion.provenance import assert_same_training_clips, training_clips_digest
 
     clips = [Clip(f"/data/a/{i}.wav", "sad" if i % 2 else "happy", f"c:s{i % 3}", "c") for i in range(8)]
     data = LabelledClips(clips, [torch.zeros(1, 4, 4)] * 8, ["happy", "sad"])

@@ -22,7 +22,7 @@ from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
 from ser.diffusion.selection import EmotionJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
-from ser.diffusion.training import assert_same_training_clips
+from ser.diffusion.provenance import assert_same_training_clips
 from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
 
 GENERATE = ("if_missing", "never")  # aug.synthetic.generate

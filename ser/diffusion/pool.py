@@ -33,7 +33,8 @@ from ser.diffusion.generator import generator_metadata_at, load_generators
 from ser.diffusion.sampling import pool_info, sample_spectrograms
 from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
-from ser.diffusion.training import assert_same_training_clips, generator_metadata, sample_frames, train_fold_generators
+from ser.diffusion.provenance import assert_same_training_clips, generator_metadata, sample_frames
+from ser.diffusion.training import train_fold_generators
 from ser.errors import ConfigError
 from ser.hardware import inference_device
 

@@ -1,16 +1,15 @@
 """Train a fold's generator(s) on that fold's training speakers, measuring convergence on its
-validation speakers (held-out denoising loss), and save them (ser/diffusion/generator.py format)."""
+validation speakers (held-out denoising loss), resuming a killed training, and save them
+(ser/diffusion/generator.py format; what they record about themselves: ser/diffusion/provenance.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
@@ -19,11 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
+from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
-from ser.errors import GeneratorFoldLeak
 from ser.evaluation.plots import plot_convergence
-from ser.features.mel import MelParams
 from ser.hardware import build_trainer
 from ser.io import atomic_dir, write_json
 
@@ -33,25 +31,6 @@ log = logging.getLogger(__name__)
 def training_images(data: LabelledClips, indices, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.stack([to_image(db_to_model(data.features[i]), size) for i in indices])
     return images, torch.as_tensor(data.labels[indices])
-
-
-class LossCurve(pl.Callback):
-    """Training and held-out denoising loss after every epoch (validation has already run then)."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                          **{k: round(float(m[k]), 5) for k in ("train/loss", "val/loss") if k in m}})
-
-    # Kept in the checkpoint, so a resumed training's curve starts at epoch 0, not at the resume.
-    def state_dict(self) -> dict:
-        return {"rows": self.rows}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.rows = list(state_dict["rows"])
 
 
 def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
@@ -66,42 +45,6 @@ def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
     return {"measured": True, "best_val_loss": best, "final_val_loss": curve[-1][1],
             f"steps_to_within_{int(tolerance * 100)}pct_of_best": reached, "steps_trained": curve[-1][0],
             "still_improving": curve[-1][1] < 0.98 * late}
-
-
-class ResumeCheckpoint(pl.Callback):
-    """The whole training state after every epoch, in one file replaced atomically (a kill while
-    writing leaves the previous epoch's). Lightning's ModelCheckpoint writes `last.ckpt` only
-    beside a top-k checkpoint, which a run without a monitored metric never makes."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=False)  # the full state, optimizer included; rank 0 writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
-
-
-class Snapshots(pl.Callback):
-    """Every `every` optimizer steps, the generator as it would be saved then (EMA weights) in
-    <root>/step_<N>/<sub>/: sample quality against training steps, measured afterwards with
-    generate.py mode=sample and mode=quality on each (`generator.dir=<snapshot>`). A snapshot's
-    metadata is the finished generator's, so the same fold-safety checks apply to it."""
-
-    def __init__(self, every: int, root: Path, sub: str, metadata: dict):
-        self.every, self.root, self.sub, self.metadata = int(every), Path(root), sub, metadata
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        step = trainer.global_step
-        if step % self.every or not trainer.is_global_zero:
-            return
-        target = self.root / f"step_{step}" / self.sub
-        if (target / "metadata.json").is_file():
-            return  # made before an interruption
-        generator = pl_module.to_generator({**self.metadata, "training": {"snapshot_at_step": step}})
-        with atomic_dir(target) as tmp:
-            generator.write_into(tmp)
 
 
 # What a checkpoint may be resumed under: everything but the budget, so raising `epochs` or
@@ -172,57 +115,6 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", fit.global_step, len(images),
              recipe.batch_size, summary)
     return model, {"curve": curve.rows, "convergence": summary}
-
-
-def sample_frames(data: LabelledClips, split: Split, frames: int | None = None) -> int:
-    """The time frames of a fold's synthetic spectrograms: `frames`, or the median of its training clips."""
-    return int(frames or np.median([data.features[i].shape[-1] for i in split.train]))
-
-
-def _log_mel_front_end(cfg: DictConfig) -> dict:
-    """The front end a generator learns from: the run's log-mel (features=default, maybe retuned);
-    for a run whose classifier reads a speech encoder, the reference log-mel (MelParams()), or
-    Whisper's input (diffusion.space=encoder_input)."""
-    if cfg.diffusion.space == "encoder_input":
-        return {"kind": "whisper_input_db", "name": str(cfg.features.encoder.name)}
-    if cfg.features.kind == "mel":
-        return OmegaConf.to_container(cfg.features, resolve=True)
-    return {"kind": "mel", **MelParams().as_dict(), "why": f"the run reads features.kind={cfg.features.kind}"}
-
-
-def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frames: int) -> dict:
-    """What a fold's generator records about itself: fold safety is checked against its exact
-    training speakers, training fraction and (in low-data runs) training clips."""
-    return {"emotions": data.emotions, "train_speakers": split.train_speakers, "dataset": cfg.dataset.name,
-            "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
-            "recipe": cfg.diffusion.name, "front_end": _log_mel_front_end(cfg), "seed": cfg.generator.seed,
-            "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train),
-            "train_clips_digest": training_clips_digest(data, split)}
-
-
-def training_clips_digest(data: LabelledClips, split: Split) -> str:
-    """Which real clips a generator learned from, as a digest that survives moving the corpus
-    (each clip's speaker, emotion and file name): in a low-data run the fold and fraction do not
-    say which subset it was (split.seed draws it)."""
-    ids = sorted(f"{c.speaker}|{c.emotion}|{Path(c.path).name}" for c in (data.clips[int(i)] for i in split.train))
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-
-
-def assert_same_training_clips(meta: dict, data: LabelledClips, split: Split, where: str) -> None:
-    """A low-data run may use only a generator (or its samples) made from its own training subset:
-    one made from another subset of the same size has seen real clips this run may not use. (At
-    full data the fold's training speakers fix the clips; the speaker check covers that.)"""
-    if float(meta.get("train_fraction", 1.0)) >= 1.0:
-        return
-    ours, theirs = training_clips_digest(data, split), meta.get("train_clips_digest")
-    # Generators made before the digest existed record only how many clips they learned from.
-    differs = theirs != ours if theirs is not None else int(meta.get("n_train_clips", len(split.train))) != len(split.train)
-    if differs:
-        raise GeneratorFoldLeak(
-            f"{where} was made from another subset of this fold's training clips (dataset.train_fraction="
-            f"{meta['train_fraction']} drawn with a different split.seed, or a corpus whose clips changed), so it has "
-            "seen real clips this run may not use. Give this run its own generator.root=<dir>, or delete "
-            f"{where} to remake it from this run's subset.")
 
 
 def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,

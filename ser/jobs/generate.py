@@ -23,7 +23,8 @@ from ser.diffusion.assess import assess_synthetic_set
 from ser.diffusion.generator import generator_metadata_at
 from ser.diffusion.pool import fold_lock
 from ser.diffusion.sampling import enhance_clips, sample_set
-from ser.diffusion.training import assert_same_training_clips, generator_metadata, sample_frames, train_fold_generators
+from ser.diffusion.provenance import assert_same_training_clips, generator_metadata, sample_frames
+from ser.diffusion.training import train_fold_generators
 from ser.hardware import inference_device
 from ser.instantiators import instantiate_loggers
 from ser.tracking import finish, log_report
