@@ -48,8 +48,9 @@ class ResumeCheckpoint(pl.Callback):
 class Snapshots(pl.Callback):
     """Every `every` optimizer steps, the generator as it would be saved then (EMA weights) in
     <root>/step_<N>/<sub>/: sample quality against training steps, measured afterwards with
-    generate.py mode=sample and mode=quality on each (`generator.dir=<snapshot>`). A snapshot's
-    metadata is the finished generator's, so the same fold-safety checks apply to it."""
+    generate.py mode=sample and mode=quality on each (`generator.root=<snapshot>
+    generator.dir=<snapshot>`: the snapshot's own lock, not the fold's, which the training holds).
+    A snapshot's metadata is the finished generator's, so the same fold-safety checks apply to it."""
 
     def __init__(self, every: int, root: Path, sub: str, metadata: dict):
         self.every, self.root, self.sub, self.metadata = int(every), Path(root), sub, metadata
