@@ -181,6 +181,26 @@ def test_an_interrupted_generator_training_resumes(tmp_path):
     assert [r["step"] for r in other_training["curve"]] == [2] and other.ema.optimization_step == 2
 
 
+def test_only_rank_zero_clears_a_stale_resume_checkpoint(tmp_path, monkeypatch):
+    """Under DDP every rank runs the training code; the others must not delete the folder rank 0
+    decided to keep (or is writing into)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from ser.diffusion.training import resumable_checkpoint
+
+    folder = tmp_path / "conditional"
+    folder.mkdir()
+    (folder / "problem.json").write_text(json.dumps({"recipe": "old"}))
+    (folder / "last.ckpt").write_bytes(b"state")
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    assert resumable_checkpoint(folder, {"recipe": "old"}) == folder / "last.ckpt"
+    assert resumable_checkpoint(folder, {"recipe": "new"}) is None
+    assert (folder / "last.ckpt").read_bytes() == b"state"  # left for rank 0 to judge
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    assert resumable_checkpoint(folder, {"recipe": "new"}) is None
+    assert not (folder / "last.ckpt").exists() and json.loads((folder / "problem.json").read_text()) == {"recipe": "new"}
+
+
 def test_min_snr_weights_cap_the_easy_timesteps():
     """snr_gamma: weight min(SNR, gamma) / SNR per timestep (1 where the noise dominates, below 1
     where the image barely changed); without it every timestep weighs 1."""

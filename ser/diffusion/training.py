@@ -14,6 +14,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.datamodule import LabelledClips
@@ -65,9 +66,12 @@ def resumable_checkpoint(checkpoint_dir: Path, problem: dict) -> Path | None:
     """The last checkpoint in `checkpoint_dir` if it was made for this same problem; otherwise the
     folder is cleared (a stale checkpoint of another recipe or other data must not be continued)."""
     stamp, last = checkpoint_dir / "problem.json", checkpoint_dir / "last.ckpt"
+    same = stamp.exists() and last.exists() and json.loads(stamp.read_text()) == problem
+    if rank_zero_only.rank != 0:  # DDP: the other ranks read what rank 0 decided, never clear it
+        return last if same else None
+    if same:
+        return last
     if stamp.exists() and last.exists():
-        if json.loads(stamp.read_text()) == problem:
-            return last
         log.warning("discarding the interrupted generator training in %s: it was for another recipe or other "
                     "training clips", checkpoint_dir)
     if checkpoint_dir.exists():
@@ -152,5 +156,6 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
         for sub, generator, title in trained:
             folder = generator.write_into(tmp / sub)
             plot_convergence(generator.metadata["training"]["curve"], folder / "convergence.png", title)
-    shutil.rmtree(partial, ignore_errors=True)
+    if rank_zero_only.rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
     return Path(cfg.generator.dir)
