@@ -18,7 +18,7 @@ LAYERS = {
     "ser.models": 3, "ser.diffusion": 3, "ser.hardware": 3, "ser.instantiators": 3, "ser.tracking": 3,
     "ser.data": 2, "ser.features": 2,
     "ser.evaluation": 1,
-    "ser.errors": 0, "ser.io": 0, "ser.emotions": 0,
+    "ser.errors": 0, "ser.io": 0, "ser.emotions": 0, "ser.environment": 0,
 }
 # Lazy on purpose, each for its reason: optional extras (opensmile), heavy imports needed only at
 # the end of a W&B run or by one augmentation arm (audiomentations: 1.3 s), and `ser.Predictor`

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
+from ser.environment import describe_environment
 from ser.errors import GeneratorFoldLeak
 from ser.features.mel import MelParams
 
@@ -39,7 +40,7 @@ def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frame
             "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
             "recipe": cfg.diffusion.name, "front_end": _log_mel_front_end(cfg), "seed": cfg.generator.seed,
             "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train),
-            "train_clips_digest": training_clips_digest(data, split)}
+            "train_clips_digest": training_clips_digest(data, split), "environment": describe_environment()}
 
 
 def training_clips_digest(data: LabelledClips, split: Split) -> str:

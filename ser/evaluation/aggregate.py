@@ -230,7 +230,7 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
             c["p_holm"], c["family_size"] = adjusted, len(family)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"metric": metric, "n_runs": len(runs), "arms": rows,
+    summary = {"metric": metric, "n_runs": len(runs), "arms": rows, "code": code_provenance(runs),
                "skipped_inputs": sorted({s["path"] + ": " + s["reason"] for r in runs for s in r.get("skipped", [])})}
     names, _ = short_labels(rows)
     plot_arms(rows, out / "summary.png", metric, names)
@@ -238,9 +238,35 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
         row["name"] = names[row["arm"]]
         plot_confusion(row["confusion"], row["emotions"], out / f"confusion_arm{i}.png", title=names[row["arm"]])
     summary["figures"] = _extra_figures(by_arm, names, out)
-    write_text(out / "summary.md", markdown_table(rows) + _cross_corpus_markdown(rows) + _figures_markdown(summary["figures"]))
+    write_text(out / "summary.md", markdown_table(rows) + _cross_corpus_markdown(rows) + _figures_markdown(summary["figures"])
+               + _code_markdown(summary["code"]))
     write_json(out / "summary.json", summary)
     return summary
+
+
+def code_provenance(runs: list[dict]) -> dict:
+    """Which code produced the runs: runs per git commit, how many ran from a tree with
+    uncommitted changes, and how many predate the record (results.json without it). Runs from
+    several commits are legitimate (a resumed sweep) but a reader should see it."""
+    commits, dirty, unrecorded = defaultdict(int), 0, 0
+    for r in runs:
+        code = r.get("environment", {}).get("code") or {}
+        if code.get("commit") is None:
+            unrecorded += 1
+            continue
+        commits[code["commit"]] += 1
+        dirty += bool(code.get("dirty"))
+    return {"commits": dict(sorted(commits.items(), key=lambda kv: -kv[1])), "dirty": dirty, "unrecorded": unrecorded}
+
+
+def _code_markdown(code: dict) -> str:
+    parts = [f"{commit[:10]} ({n} runs)" for commit, n in code["commits"].items()]
+    if code["dirty"]:
+        parts.append(f"{code['dirty']} of them from a tree with uncommitted changes")
+    if code["unrecorded"]:
+        parts.append(f"{code['unrecorded']} runs without a recorded commit (not a git checkout, or made before ser recorded it)")
+    warn = " **Several commits: check that no change between them affects these numbers.**" if len(code["commits"]) > 1 else ""
+    return f"\nCode: {'; '.join(parts)}.{warn}\n"
 
 
 def epoch_curves(run_dir: str | Path) -> dict[str, list[float]]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +29,7 @@ from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
 from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
                                  wants_synthetic)
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
+from ser.environment import describe_environment
 from ser.errors import ConfigError
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
@@ -366,8 +365,7 @@ def _results(cfg, data, split, y_prob, extra, arm, wall_time) -> dict:
         "test_predictions": y_pred.tolist(),
         "test_labels": y_true.tolist(),
         "wall_time_s": round(wall_time, 2),
-        "environment": {"torch": torch.__version__, "python": platform.python_version(), "host_cpus": os.cpu_count(),
-                        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "environment": describe_environment(),
         **extra,
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
