@@ -92,3 +92,17 @@ def test_arms_without_a_generator_ignore_the_generator_choice(tmp_path):
     summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}], classical=["audio"])
     ddpm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
     assert list(ddpm["comparisons"]) == ["aug=none"] and ddpm["vs_best_classical"]["arm"] == "aug=audio"
+
+
+def test_runs_without_a_generator_ignore_the_diffusion_settings_they_were_given(tmp_path):
+    # One sweep gives every arm the generators' settings; aug=none read no generator, so it is one
+    # arm, and the ddpm arm is compared with it.
+    for fold in range(3):
+        _write_run(tmp_path, f"n{fold}", "none", {"diffusion.epochs": "2"}, fold, 6)
+        _write_run(tmp_path, f"d{fold}", "ddpm", {"diffusion.epochs": "2"}, fold, 7 + (fold == 1),
+                   synthetic={"n_used": 10, "n_unique": 10, "sampler": "ddim", "steps": 50, "filter": None})
+    summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}])
+    labels = {a["arm"] for a in summary["arms"]}
+    assert labels == {"aug=none", "aug=ddpm,diffusion.epochs=2"}
+    ddpm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
+    assert ddpm["comparisons"]["aug=none"]["n_pairs"] == 3

@@ -2,6 +2,7 @@
 quality, SDEdit, and aug=ddpm training on the samples (in-process; the CLI in test_configs.py)."""
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,8 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     cache = f"paths.cache_dir={tmp_path / 'c'}"
     sweep([*TINY_GEN, cache, "sample.n_per_emotion=6"], [["split.fold=0", "split.fold=1"]], tmp_path / "gen", job=generate)
     runs = tmp_path / "sweep"
-    sweep([*TINY, cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
+    # The same diffusion settings as the generators (else train.py refuses them: see the test below).
+    sweep([*TINY, *TINY_GEN[2:8], cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
     results = [json.loads(p.read_text()) for p in runs.rglob("results.json")]
     ddpm = [r for r in results if r["arm"]["aug"] == "ddpm"]
     assert len(results) == 4 and len(ddpm) == 2
@@ -126,7 +128,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
 
     # A synthetic-only classifier: trained on 36 draws from the 24 synthetic clips alone (ratio 1.5,
     # repeats allowed), tested on real spk00.
-    train(*TINY, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", "aug.synthetic.reuse=true", cache,
+    train(*TINY, *TINY_GEN[2:8], "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", "aug.synthetic.reuse=true", cache,
           "logger=none", output_dir=tmp_path / "only")
     only = json.loads((tmp_path / "only" / "results.json").read_text())
     assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36 and only["synthetic"]["n_unique"] == 24
@@ -179,3 +181,27 @@ def _with_dir(path):
     r = json.loads(path.read_text())
     r["_dir"] = str(path.parent)
     return r
+
+
+def test_a_generator_trained_with_other_settings_is_refused(tmp_path, cache_dir, caplog):
+    # A fold's generator folder is named by the recipe's name: without the check, diffusion.epochs=3
+    # would be handed the 2-epoch generator.
+    gen = tmp_path / "gen"
+    generate(*TINY_GEN, "mode=train", f"paths.cache_dir={cache_dir}", f"generator.root={gen}", output_dir=tmp_path / "r1")
+    meta = json.loads((gen / "generator" / "metadata.json").read_text())
+    assert meta["recipe_settings"]["epochs"] == 2 and meta["recipe_settings"]["image_size"] == 16
+    assert meta["environment"]["versions"]["diffusers"]
+    # train.py, which makes what a fold lacks, refuses it, naming the difference and the fixes.
+    with pytest.raises(ConfigError, match=r"diffusion.epochs: 2 there, 3 here.*generator.root=<a new folder>.*"
+                                          r"aug.synthetic.generate=never"):
+        train(*TINY, *TINY_GEN[2:8], "aug=ddpm", "diffusion.epochs=3", f"paths.cache_dir={cache_dir}",
+              f"generator.root={gen}", output_dir=tmp_path / "r2")
+    # When to save snapshots does not change the trained generator: no reason to refuse it.
+    train(*TINY, *TINY_GEN[2:8], "aug=ddpm", "+diffusion.snapshot_every_steps=1", "aug.synthetic.ratio=0.5",
+          f"paths.cache_dir={cache_dir}", f"generator.root={gen}", "logger=none", output_dir=tmp_path / "r3")
+    assert json.loads((tmp_path / "r3" / "results.json").read_text())["synthetic"]["provided"]["generator_trained_here"] is False
+    # generate.py samples the saved network as it is, and says that the settings given differ.
+    with caplog.at_level(logging.WARNING, logger="ser.jobs.generate"):
+        generate(*TINY_GEN, "mode=sample", "diffusion.lr=0.001", f"paths.cache_dir={cache_dir}", f"generator.root={gen}",
+                 output_dir=tmp_path / "r4")
+    assert "diffusion.lr: 0.0002 there, 0.001 here" in caplog.text

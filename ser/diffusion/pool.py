@@ -33,7 +33,7 @@ from ser.diffusion.generator import generator_metadata_at, load_generators
 from ser.diffusion.sampling import pool_info, sample_spectrograms
 from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
-from ser.diffusion.provenance import assert_same_training_clips, generator_metadata, sample_frames
+from ser.diffusion.provenance import assert_same_recipe, assert_same_training_clips, generator_metadata, sample_frames
 from ser.diffusion.training import train_fold_generators
 from ser.errors import ConfigError
 from ser.hardware import inference_device
@@ -93,7 +93,13 @@ def _ensure_generator(cfg, data: LabelledClips, split: Split, frames: int, repor
     g = cfg.generator
     gen_dir = Path(g.dir)
     if _generator_exists(gen_dir, data.emotions):
-        assert_same_training_clips(generator_metadata_at(gen_dir, data.emotions), data, split, where=f"the generator {gen_dir}")
+        saved = generator_metadata_at(gen_dir, data.emotions)
+        assert_same_training_clips(saved, data, split, where=f"the generator {gen_dir}")
+        # Only here, where train.py makes what is missing: with `generate: never` the run reads
+        # whatever generate.py made, as its user asked.
+        assert_same_recipe(saved, cfg.diffusion, where=f"the generator {gen_dir}",
+                           use_as_is="to use it as it is, read what generate.py made: aug.synthetic.generate=never "
+                                     "(aug.sdedit.generate=never for SDEdit)")
         return
     if int(cfg.hardware.devices) != 1 or int(cfg.hardware.num_nodes) != 1:
         raise ConfigError("this fold has no generator yet, and train.py trains one on demand only on one device; "

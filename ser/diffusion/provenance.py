@@ -5,6 +5,7 @@ models, and the time frames of its samples."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
 from ser.environment import describe_environment
-from ser.errors import GeneratorFoldLeak
+from ser.errors import ConfigError, GeneratorFoldLeak
 from ser.features.mel import MelParams
 
 
@@ -40,7 +41,41 @@ def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frame
             "protocol": split.protocol, "fold": split.fold, "image_size": cfg.diffusion.image_size, "frames": frames,
             "recipe": cfg.diffusion.name, "front_end": _log_mel_front_end(cfg), "seed": cfg.generator.seed,
             "train_fraction": float(cfg.dataset.train_fraction), "n_train_clips": len(split.train),
-            "train_clips_digest": training_clips_digest(data, split), "environment": describe_environment()}
+            "train_clips_digest": training_clips_digest(data, split), "recipe_settings": recipe_settings(cfg.diffusion),
+            "environment": describe_environment()}
+
+
+# Diffusion keys that do not change the generator a training ends with.
+NOT_RECIPE = ("snapshot_every_steps",)
+
+
+def recipe_settings(diffusion: DictConfig) -> dict:
+    """Every setting of the run's diffusion recipe that shapes its generator (the budget included:
+    30 epochs and 120 epochs make different generators)."""
+    return {k: v for k, v in OmegaConf.to_container(diffusion, resolve=True).items() if k not in NOT_RECIPE}
+
+
+def recipe_differences(meta: dict, diffusion: DictConfig) -> str:
+    """The settings in which the run's recipe differs from a saved generator's, as one line ("" if
+    none, or if the generator predates the record)."""
+    saved = meta.get("recipe_settings")
+    if saved is None:
+        return ""
+    ours = json.loads(json.dumps(recipe_settings(diffusion)))  # as saved: JSON types
+    differs = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))
+    return "; ".join(f"diffusion.{k}: {saved.get(k)!r} there, {ours.get(k)!r} here" for k in differs)
+
+
+def assert_same_recipe(meta: dict, diffusion: DictConfig, where: str, use_as_is: str) -> None:
+    """A fold's generator folder is named by its recipe's name, not by every setting, so a run that
+    overrides a setting (`diffusion.epochs=120`) would otherwise be handed the generator trained
+    without it. `use_as_is`: how to read an existing generator regardless (said in the error).
+    Generators made before they recorded their settings are not checked."""
+    changes = recipe_differences(meta, diffusion)
+    if changes:
+        raise ConfigError(f"{where} was trained with other diffusion settings than this run's ({changes}). A fold's "
+                          "generator folder is named by the recipe's name only, so give these settings a folder of "
+                          f"their own (generator.root=<a new folder>) or remove {where} to retrain it; {use_as_is}")
 
 
 def training_clips_digest(data: LabelledClips, split: Split) -> str:

@@ -198,7 +198,9 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     runs = find_runs(paths)
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
-        r["arm"] = {k: str(v) for k, v in r["arm"].items()}
+        arm = {k: str(v) for k, v in r["arm"].items()}
+        # A run that read no generator is the same arm whatever diffusion/generator settings it was given.
+        r["arm"] = arm if r.get("synthetic") else without_generator(arm)
         by_arm[arm_label(r["arm"])].append(r)
     rows = [summarize_arm(rs) for _, rs in sorted(by_arm.items())]
     for row in rows:

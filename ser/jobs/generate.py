@@ -23,7 +23,7 @@ from ser.diffusion.assess import assess_synthetic_set
 from ser.diffusion.generator import generator_metadata_at
 from ser.diffusion.pool import fold_lock
 from ser.diffusion.sampling import enhance_clips, sample_set
-from ser.diffusion.provenance import assert_same_training_clips, generator_metadata, sample_frames
+from ser.diffusion.provenance import assert_same_training_clips, generator_metadata, recipe_differences, sample_frames
 from ser.diffusion.training import train_fold_generators
 from ser.hardware import inference_device
 from ser.instantiators import instantiate_loggers
@@ -48,6 +48,10 @@ def run_generate(cfg: DictConfig) -> dict:
             train_fold_generators(cfg, data, split, meta, cfg.trainer)
         elif cfg.mode in ("sample", "enhance") and (saved := generator_metadata_at(cfg.generator.dir, data.emotions)):
             assert_same_training_clips(saved, data, split, where=f"the generator {cfg.generator.dir}")
+            if changes := recipe_differences(saved, cfg.diffusion):
+                # Sampling reads the saved network as it is; say so, since the settings given here are not it.
+                log.warning("the generator %s was trained with other diffusion settings than given here (%s); "
+                            "sampling it as it was trained", cfg.generator.dir, changes)
         meta["train_time_s"] = round(time.time() - started, 1)
         if cfg.mode in ("sample", "train_sample"):
             sample_set(cfg, data.emotions, frames, n_mels=data.features[0].shape[-2], device=device)
