@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, TINY, train
 from ser.diffusion.mixing import counts_needed, draw
 from ser.diffusion.selection import EmotionJudge
-from ser.errors import DataError, GeneratorFoldLeak
+from ser.errors import ConfigError, DataError, GeneratorFoldLeak
 
 # A generator small enough to train in seconds, sampled in 3 DDIM steps.
 TINY_DIFFUSION = ["diffusion.epochs=2", "diffusion.image_size=16", "diffusion.unet.block_out_channels=[16,32]",
@@ -109,6 +109,15 @@ def test_aug_ddpm_makes_grows_and_filters_its_pool_on_demand(tmp_path):
     # same size has seen real clips this run may not use: refused, not silently reused.
     half = train(*base, "dataset.train_fraction=0.5", output_dir=tmp_path / "h0")["synthetic"]
     assert half["provided"]["generator_trained_here"] and half["n_used"] == 12
+    # Its generator learns from 12 clips for as many steps as 2 epochs of all 24 take (batch 16: 2 x 2),
+    # not 2 epochs of its 12 (2 x 1): a low-data generator is not starved by the smaller epoch.
+    budget = lambda p: json.loads((next((tmp_path / "c" / "generators").glob(f"synthetic-loso-f0-p{p}-*-s0"))  # noqa: E731
+                                   / "generator" / "metadata.json").read_text())["training"]["budget"]
+    assert budget("0.5") == {"max_epochs": -1, "max_steps": 4, "steps_trained": 4, "clips": 12, "full_data_clips": 24}
+    assert budget("1.0") == {"max_epochs": 2, "max_steps": -1, "steps_trained": 4, "clips": 24, "full_data_clips": 24}
+    # The old budget (2 epochs of the subset) makes another generator: refused, the difference named.
+    with pytest.raises(ConfigError, match="diffusion.full_data_steps: True there, False here"):
+        train(*base, "dataset.train_fraction=0.5", "diffusion.full_data_steps=false", output_dir=tmp_path / "h2")
     with pytest.raises(GeneratorFoldLeak, match="another subset of this fold's training clips.*split.seed"):
         train(*base, "dataset.train_fraction=0.5", "split.seed=1", output_dir=tmp_path / "h1")
 
@@ -336,3 +345,31 @@ def test_a_generator_of_whisper_inputs_feeds_the_encoder_directly(tmp_path):
     w2v2 = _tiny_wav2vec2(tmp_path / "w2v2")
     with pytest.raises(ValueError, match="is not a Whisper encoder"):
         train(*[b for b in base if "encoder.name" not in b], f"features.encoder.name={w2v2}", "aug=ddpm", output_dir=tmp_path / "w")
+
+
+def test_a_low_data_generator_trains_the_full_data_step_count():
+    from omegaconf import OmegaConf
+
+    from ser.diffusion.training import step_budget
+
+    recipe = OmegaConf.create({"epochs": 30, "max_steps": -1, "batch_size": 16, "full_data_steps": True})
+    assert step_budget(recipe, 300, 1200) == (-1, 30 * 75)  # 25% of a RAVDESS fold: 2250 steps, not 570
+    assert step_budget(recipe, 1200, 1200) == (30, -1)  # full data: the recipe's own budget, untouched
+    assert step_budget(OmegaConf.merge(recipe, {"max_steps": 1000}), 300, 1200) == (-1, 1000)  # still a cap
+    assert step_budget(OmegaConf.merge(recipe, {"full_data_steps": False}), 300, 1200) == (30, -1)
+
+
+def test_generators_saved_before_the_step_budget_setting_are_compared_as_trained():
+    from omegaconf import OmegaConf
+
+    from ser.diffusion.provenance import recipe_differences
+
+    ours = OmegaConf.create({"name": "cpu", "epochs": 30, "full_data_steps": True})
+    legacy = {"name": "cpu", "epochs": 30}  # saved before the key existed: trained 30 epochs of its clips
+    # At 25% that was a quarter of the steps: another generator, named as such.
+    assert recipe_differences({"train_fraction": 0.25, "recipe_settings": legacy}, ours) == \
+        "diffusion.full_data_steps: False there, True here"
+    # At full data the two budgets are one training: nothing to refuse.
+    assert recipe_differences({"train_fraction": 1.0, "recipe_settings": legacy}, ours) == ""
+    assert recipe_differences({"train_fraction": 1.0, "recipe_settings": {**legacy, "full_data_steps": False}}, ours) == ""
+    assert recipe_differences({"train_fraction": 0.25, "recipe_settings": {**legacy, "full_data_steps": True}}, ours) == ""

@@ -186,5 +186,6 @@ def prepare(cfg: DictConfig, functionals: bool) -> tuple[LabelledClips, Split]:
     if cfg.dataset.train_fraction < 1.0:
         # Seeded by the split, not the run: every training seed and the fold's generator see the
         # same subset, so "identical folds" holds in low-data studies too.
+        split.train_before_subsampling = split.train
         split.train = subsample_training(split.train, data.labels, cfg.dataset.train_fraction, seed=s.seed)
     return data, split

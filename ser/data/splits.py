@@ -31,15 +31,20 @@ class Split:
     train_speakers: list[str]
     val_speakers: list[str]
     test_speakers: list[str]
+    # In a low-data run (dataset.train_fraction < 1): the fold's whole training set, of which
+    # `train` is the kept subset (a generator's step budget is counted on it). None: `train` is whole.
+    train_before_subsampling: np.ndarray | None = None
 
     @property
     def speaker_independent(self) -> bool:
         return self.protocol != "random"
 
     def describe(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("train", "val", "test")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("train", "val", "test", "train_before_subsampling")}
         d.update(n_train=len(self.train), n_val=len(self.val), n_test=len(self.test),
                  speaker_independent=self.speaker_independent)
+        if self.train_before_subsampling is not None:
+            d["n_train_before_subsampling"] = len(self.train_before_subsampling)
         if not self.speaker_independent:
             d["warning"] = "split=random is speaker-dependent: test speakers also appear in training"
         return d

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -50,7 +51,22 @@ def convergence(rows: list[dict], tolerance: float = 0.05) -> dict:
 
 # What a checkpoint may be resumed under: everything but the budget, so raising `epochs` or
 # `max_steps` continues an interrupted training instead of restarting it.
-_BUDGET_KEYS = ("epochs", "max_steps", "early_stopping")
+_BUDGET_KEYS = ("epochs", "max_steps", "early_stopping", "full_data_steps")
+
+
+def step_budget(recipe: DictConfig, n_clips: int, n_full_clips: int) -> tuple[int, int]:
+    """The Trainer's (max_epochs, max_steps) for a generator learning from `n_clips` of a fold's
+    `n_full_clips` training clips. `epochs` counts passes over the clips it learns from, so at
+    dataset.train_fraction=0.25 it would train a quarter of the full-data steps: too few
+    (docs/benchmarks.md, "the 25% cpu generator is starved": one RAVDESS fold's KID fell from 1528x
+    to 223x of held-out real at the full-data step count). With `full_data_steps` (the recipes'
+    default) it trains as many steps as `epochs` over the full training set take, capped by
+    `max_steps`, so a low-data study compares less data, not a shorter training."""
+    epochs, max_steps = int(recipe.epochs), int(recipe.max_steps)
+    if not recipe.get("full_data_steps", False) or n_full_clips <= n_clips:
+        return epochs, max_steps
+    steps = epochs * math.ceil(n_full_clips / recipe.batch_size)
+    return -1, min(steps, max_steps) if max_steps > 0 else steps
 
 
 def _training_problem(recipe: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> dict:
@@ -84,9 +100,11 @@ def resumable_checkpoint(checkpoint_dir: Path, problem: dict) -> Path | None:
 def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig, images: torch.Tensor,
                   labels: torch.Tensor | None, num_classes: int, val_images: torch.Tensor | None = None,
                   val_labels: torch.Tensor | None = None, checkpoint_dir: Path | None = None,
-                  extra_callbacks: tuple[pl.Callback, ...] = ()) -> tuple[SpectrogramDDPM, dict]:
+                  extra_callbacks: tuple[pl.Callback, ...] = (),
+                  n_full_clips: int | None = None) -> tuple[SpectrogramDDPM, dict]:
     """Train one generator (`recipe`: a conf/diffusion/*.yaml node); returns the trained module and
-    its loss curve with a convergence summary. With `checkpoint_dir`, the training state (weights,
+    its loss curve with a convergence summary. `n_full_clips`: in a low-data run, how many training
+    clips the fold has in all (the step budget: step_budget). With `checkpoint_dir`, the training state (weights,
     EMA, optimizer, loop position, loss curve) is saved there after every epoch, and a training of
     the same problem killed earlier continues from its last epoch."""
     model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
@@ -112,13 +130,18 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
         callbacks.append(ResumeCheckpoint(checkpoint_dir / "last.ckpt"))  # last: it saves what the others recorded
         if resume_from is not None:
             log.info("resuming the generator training interrupted in %s", checkpoint_dir)
+    max_epochs, max_steps = step_budget(recipe, len(images), n_full_clips or len(images))
+    if (max_epochs, max_steps) != (int(recipe.epochs), int(recipe.max_steps)):
+        trainer = OmegaConf.merge(trainer, {"max_epochs": max_epochs, "max_steps": max_steps})
     fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0)
     # Our own checkpoint of plain tensors and numbers: no need to unpickle anything else.
     fit.fit(model, loader, val_loader, ckpt_path=resume_from, weights_only=True)
     summary = convergence(curve.rows)
     log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", fit.global_step, len(images),
              recipe.batch_size, summary)
-    return model, {"curve": curve.rows, "convergence": summary}
+    budget = {"max_epochs": max_epochs, "max_steps": max_steps, "steps_trained": int(fit.global_step),
+              "clips": len(images), "full_data_clips": int(n_full_clips or len(images))}
+    return model, {"curve": curve.rows, "convergence": summary, "budget": budget}
 
 
 def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,
@@ -133,6 +156,9 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     partial = Path(f"{cfg.generator.dir}.partial")
     recipe, emotions = cfg.diffusion, data.emotions
     images, labels = training_images(data, split.train, recipe.image_size)
+    # The fold's whole training set (low-data runs learn from a subset): the step budget's count.
+    whole = split.train if split.train_before_subsampling is None else split.train_before_subsampling
+    whole_labels = torch.as_tensor(data.labels[whole])
     val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
     trained = []  # (sub-folder, generator, curve title)
     every = recipe.get("snapshot_every_steps")  # optional: the generator every N steps, in <root>/snapshots/
@@ -144,13 +170,14 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
             val_k = val_images[val_labels == k] if val_images is not None else None
             module, training = fit_generator(recipe, trainer, cfg.hardware, images[labels == k], None, 0, val_k,
                                              checkpoint_dir=partial / emotion,
-                                             extra_callbacks=snapshots(emotion, {**metadata, "emotion": emotion}))
+                                             extra_callbacks=snapshots(emotion, {**metadata, "emotion": emotion}),
+                                             n_full_clips=int((whole_labels == k).sum()))
             trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
                             f"{emotion} generator"))
     else:
         module, training = fit_generator(recipe, trainer, cfg.hardware, images, labels, len(emotions),
                                          val_images, val_labels, checkpoint_dir=partial / "conditional",
-                                         extra_callbacks=snapshots("", metadata))
+                                         extra_callbacks=snapshots("", metadata), n_full_clips=len(whole))
         trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
     with atomic_dir(cfg.generator.dir) as tmp:
         for sub, generator, title in trained:
