@@ -287,6 +287,9 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     assert far["frechet_ratio"] > 3 * near["frechet_ratio"] and far["real_classifier_on_generated"]["ua"] < 0.6
     assert near["precision_recall"]["generated"]["precision"] > far["precision_recall"]["generated"]["precision"]
     assert near["real_classifier_on_heldout"]["ua"] == far["real_classifier_on_heldout"]["ua"]
+    # Copies of training clips are all close copies; noise is none.
+    assert near["memorization"]["close_rate"] == 1.0 and far["memorization"]["close_rate"] == 0.0
+    assert near["memorization"]["median_ratio"] < 0.01 < far["memorization"]["median_ratio"]
 
 
 @pytest.mark.parametrize("overrides, message", [

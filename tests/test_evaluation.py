@@ -51,7 +51,9 @@ def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp
                     synthetic["quality_in_classifier_space"] = {
                         "frechet_ratio": 1.0 + fold, "ua_ratio": 0.5,
                         "precision_recall": {"generated": {"precision": 1.0, "recall": 0.2}, "heldout": {"precision": 1.0, "recall": 0.6}},
-                        "real_classifier_on_generated": {"ua": 0.4}}
+                        "real_classifier_on_generated": {"ua": 0.4},
+                        # runs made before the close-copy rate was recorded lack it (folds 0-1 here)
+                        **({"memorization": {"close_rate": 0.1 * fold}} if fold >= 2 else {})}
             _write_run(tmp_path, k, aug, {"aug.synthetic.filter": "0.5"} if aug == "ddpm" else {}, fold, correct, synthetic)
             k += 1
     summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}],
@@ -73,11 +75,11 @@ def test_augmentation_arms_against_none_and_the_best_classical_arm_with_holm(tmp
     assert ddpm["augmentation"]["synthetic"]["generation_time_s"] == pytest.approx(60.0)
     seen = arms["sdedit"]["augmentation"]["synthetic"]["in_classifier_space"]
     assert seen == {"n_runs": 5, "frechet_ratio": 3.0, "recall": 0.2, "heldout_recall": 0.6, "real_classifier_ua": 0.4,
-                    "ua_ratio": 0.5}
+                    "ua_ratio": 0.5, "close_rate": pytest.approx(0.3)}  # (0.2 + 0.3 + 0.4) / 3 runs that have it
     assert "in_classifier_space" not in ddpm["augmentation"]["synthetic"]
     md = (tmp_path / "summary" / "summary.md").read_text()
     assert "(best classical)" in md and "p (Holm)" in md and "filter kept" in md
-    assert "| 3.0, 0.20 (0.60), 0.400 (0.50); 5 runs |" in md
+    assert "| 3.0, 0.20 (0.60), 0.400 (0.50), 0.30; 5 runs |" in md
     assert np.isfinite(best["p_holm"])
 
 

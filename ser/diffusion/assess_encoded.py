@@ -27,6 +27,7 @@ from ser.models.linear_model import LinearModel
 
 KNN_K = 3
 EMBED_DIM = 32  # principal components of the probe's input the distances are taken in
+MEMORIZATION_QUANTILE = 0.05  # as generate.py mode=quality's default (conf/generate.yaml)
 
 
 def assess_in_classifier_space(cfg, data, split, generated: ExtraClips, real_only: LinearModel | None,
@@ -78,6 +79,10 @@ def assess_in_classifier_space(cfg, data, split, generated: ExtraClips, real_onl
         "frechet_ratio": fd["generated_vs_train"] / fd["heldout_vs_train"],
         "precision_recall": {name: dict(zip(("precision", "recall"), q.knn_precision_recall(e_train, e, KNN_K)))
                              for name, e in (("generated", e_gen), ("heldout", e_held))} | {"k": KNN_K},
+        # Novelty: generated clips nearer a training clip than 95% of new speakers' clips come are
+        # close copies (expect ~0.05 from a generator that makes new clips; SDEdit variants are
+        # edits of training clips, so theirs is high by design).
+        "memorization": q.memorization(e_train, e_gen, e_held, quantile=MEMORIZATION_QUANTILE),
         # Item 2's second target (>= 0.8): do the clips carry their emotion as real speech does?
         "real_classifier_on_generated": {"ua": on_gen["ua"], "per_class_recall": dict(zip(data.emotions, on_gen["per_class_recall"]))},
         "real_classifier_on_heldout": {"ua": on_held["ua"]},

@@ -183,7 +183,9 @@ def augmentation_summary(runs: list[dict]) -> dict | None:
                 "recall": mean([x["precision_recall"]["generated"]["recall"] for x in seen]),
                 "heldout_recall": mean([x["precision_recall"]["heldout"]["recall"] for x in seen]),
                 "real_classifier_ua": mean([x["real_classifier_on_generated"]["ua"] for x in seen]),
-                "ua_ratio": mean([x["ua_ratio"] for x in seen if x["ua_ratio"] is not None])}
+                "ua_ratio": mean([x["ua_ratio"] for x in seen if x["ua_ratio"] is not None]),
+                # Runs made before the close-copy rate was recorded have none.
+                "close_rate": mean([x["memorization"]["close_rate"] for x in seen if "memorization" in x])}
     if audio:
         out["audio"] = {"n_used": mean([a["n_used"] for a in audio]), "variants": audio[0]["variants"]}
     return out
@@ -425,7 +427,7 @@ def markdown_table(rows: list[dict]) -> str:
                       "made a generator, pool or edits):", "",
                   "| arm | synthetic clips per run | filter kept | sampler | SDEdit strength | generation s | "
                   "waveform copies per run | as the classifier sees them: Frechet ratio to held-out speakers, "
-                  "recall (held-out), real-only classifier's UA on them (ratio to held-out) |",
+                  "recall (held-out), real-only classifier's UA on them (ratio to held-out), close-copy rate |",
                   "|---|---|---|---|---|---|---|---|", *aug_lines]
     return "\n".join(lines) + "\n"
 
@@ -435,7 +437,12 @@ def _seen_cell(syn: dict | None) -> str:
     if not seen:
         return "-"
     return (f"{seen['frechet_ratio']:.1f}, {seen['recall']:.2f} ({seen['heldout_recall']:.2f}), "
-            f"{seen['real_classifier_ua']:.3f} ({seen['ua_ratio']:.2f}); {seen['n_runs']} runs")
+            f"{seen['real_classifier_ua']:.3f} ({seen['ua_ratio']:.2f}), {_maybe(seen.get('close_rate'))}; "
+            f"{seen['n_runs']} runs")
+
+
+def _maybe(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def latest_sweep(root: str | Path = "outputs/multirun") -> Path:
