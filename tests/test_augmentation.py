@@ -36,6 +36,11 @@ def test_draws_are_unique_unless_reuse_is_asked_for():
     assert len(picks) == len(set(picks)) == 5 and 2 not in picks  # the filtered-out sample is never drawn
     assert sorted(labels[picks]) == [0, 0, 1, 1, 1]
     assert np.array_equal(picks, draw(labels, usable, {0: 2, 1: 3}, reuse=False, seed=0))  # the run's seed fixes the draw
+    # A pool grown since (another run needed more, or a filter passed few) gives the same set: its
+    # first samples, so rerunning a run reproduces it whatever ran in between.
+    grown_labels, grown_usable = np.concatenate([labels, [1, 0, 0, 1]]), np.concatenate([usable, [True] * 4])
+    for seed in (0, 1, 2):
+        assert np.array_equal(np.sort(draw(grown_labels, grown_usable, {0: 2, 1: 3}, reuse=False, seed=seed)), np.sort(picks))
     with pytest.raises(DataError, match="2 usable samples of class 0, and this run needs 3"):
         draw(labels, usable, {0: 3, 1: 1}, reuse=False, seed=0)
     again = draw(labels, usable, {0: 3, 1: 1}, reuse=True, seed=0)

@@ -87,9 +87,13 @@ def counts_needed(train_labels: np.ndarray, num_classes: int, ratio: float, clas
 
 def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: bool, seed: int,
          fewer: bool = False) -> np.ndarray:
-    """Indices into the pool: `needed[k]` distinct usable samples of each emotion k, drawn at random
-    (seeded); with `reuse`, a short emotion uses all its samples, then repeats them, instead of failing;
-    with `fewer`, it uses each of them once and the run has fewer of that emotion."""
+    """Indices into the pool: the first `needed[k]` usable samples of each emotion k in the pool's
+    order; with `reuse`, a short emotion uses all its samples, then repeats them in a seeded random
+    order, instead of failing; with `fewer`, it uses each of them once and the run has fewer of that
+    emotion. The pool only ever grows at its end (its samples are already random draws of the
+    generator), so taking its first samples makes a run's set independent of how far other runs
+    grew the pool: a random draw from the whole pool made `aug=ddpm` give another result when it
+    was rerun after `aug=ddpm_filtered` had grown it."""
     rng = np.random.default_rng(seed)
     picks = []
     for k, n in needed.items():
@@ -103,7 +107,7 @@ def draw(labels: np.ndarray, usable: np.ndarray, needed: dict[int, int], reuse: 
             if not len(candidates):
                 raise DataError(f"the synthetic pool has no usable samples of class {k}")
             # Every sample once before any twice: as many distinct samples as the pool allows.
-            rounds = [rng.permutation(candidates) for _ in range(math.ceil(n / len(candidates)))]
+            rounds = [candidates] + [rng.permutation(candidates) for _ in range(math.ceil(n / len(candidates)) - 1)]
             picks.append(np.concatenate(rounds)[:n])
     return np.concatenate(picks) if picks else np.empty(0, dtype=np.int64)
 
