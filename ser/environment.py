@@ -27,24 +27,30 @@ def _version(name: str) -> str | None:
         return None
 
 
+# Tracked files that cannot change a result (git pathspecs).
+DOCUMENTATION = (":(exclude,glob)**/*.md", ":(exclude)docs")
+MAX_CHANGED = 20  # files named in results.json; `dirty` counts them all
+
+
 @lru_cache(maxsize=1)
 def code_revision(root: str | Path | None = None) -> dict:
-    """The git commit of the checkout ser runs from and whether it had uncommitted changes to
-    tracked files ({"commit": None, ...} when ser is not run from a git checkout, e.g. a wheel, or
-    git is missing). Cached: one lookup per process."""
+    """The git commit of the checkout ser runs from, whether it had uncommitted changes to tracked
+    files that can change a result, and which ({"commit": None, ...} when ser is not run from a git
+    checkout, e.g. a wheel, or git is missing). Cached: one lookup per process."""
     root = Path(root) if root is not None else Path(__file__).resolve().parent.parent
     if not (root / ".git").exists():
-        return {"commit": None, "dirty": None}
+        return {"commit": None, "dirty": None, "changed": None}
     try:
         def git(*args):
             return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
                                   check=True).stdout.strip()
         commit = git("rev-parse", "HEAD")
-        # Untracked files (outputs, caches) do not change the code; modified tracked files do.
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        # Untracked files (outputs, caches) do not change the code; modified tracked files do,
+        # except documentation: editing docs/benchmarks.md while a sweep runs changes no result.
+        changed = sorted(git("diff", "--name-only", "HEAD", "--", ".", *DOCUMENTATION).splitlines())
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+        return {"commit": None, "dirty": None, "changed": None}
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:MAX_CHANGED]}
 
 
 def describe_environment() -> dict:

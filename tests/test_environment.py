@@ -17,27 +17,33 @@ def _git(root, *args):
 
 def test_code_revision_names_the_commit_and_sees_uncommitted_changes(tmp_path):
     code_revision.cache_clear()
-    assert code_revision(tmp_path) == {"commit": None, "dirty": None}  # not a checkout (e.g. a wheel)
+    assert code_revision(tmp_path) == {"commit": None, "dirty": None, "changed": None}  # not a checkout (e.g. a wheel)
     _git(tmp_path, "init", "-q")
     (tmp_path / "model.py").write_text("x = 1\n")
-    _git(tmp_path, "add", "model.py")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "benchmarks.md").write_text("figures\n")
+    (tmp_path / "README.md").write_text("read me\n")
+    _git(tmp_path, "add", "model.py", "docs", "README.md")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     code_revision.cache_clear()
-    assert code_revision(tmp_path) == {"commit": head, "dirty": False}
+    assert code_revision(tmp_path) == {"commit": head, "dirty": False, "changed": []}
     (tmp_path / "outputs.txt").write_text("a run's output\n")  # untracked files do not change the code
+    # Nor does documentation edited while a sweep runs.
+    (tmp_path / "docs" / "benchmarks.md").write_text("more figures\n")
+    (tmp_path / "README.md").write_text("read me twice\n")
     code_revision.cache_clear()
     assert code_revision(tmp_path)["dirty"] is False
     (tmp_path / "model.py").write_text("x = 2\n")
     code_revision.cache_clear()
-    assert code_revision(tmp_path) == {"commit": head, "dirty": True}
+    assert code_revision(tmp_path) == {"commit": head, "dirty": True, "changed": ["model.py"]}
     code_revision.cache_clear()
 
 
 def test_environment_records_library_versions():
     env = describe_environment()
     assert torch.__version__.startswith(env["versions"]["torch"]) and env["versions"]["ser"]
-    assert set(env["code"]) == {"commit", "dirty"} and env["host_cpus"] >= 1
+    assert set(env["code"]) == {"commit", "dirty", "changed"} and env["host_cpus"] >= 1
 
 
 def _run(root, k, commit, dirty=False):
