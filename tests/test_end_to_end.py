@@ -32,7 +32,7 @@ def test_default_run_writes_results_and_artifacts(trained_run):
     assert r["skipped"] == [] and r["weights"] == "none: trained from scratch"
     assert r["config"]["dataset"]["name"] == "synthetic"
     # Provenance: the code (commit and dirty flag in a git checkout, else None) and library versions.
-    assert set(r["environment"]["code"]) == {"commit", "dirty"} and r["environment"]["versions"]["ser"]
+    assert set(r["environment"]["code"]) == {"commit", "dirty", "changed"} and r["environment"]["versions"]["ser"]
     assert (trained_run / "confusion_matrix.png").stat().st_size > 1000
     assert (trained_run / "model" / "model.safetensors").is_file()
     assert (trained_run / "csv" / "metrics.csv").read_text().count("\n") > 2
