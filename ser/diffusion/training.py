@@ -66,7 +66,7 @@ def step_budget(recipe: DictConfig, n_clips: int, n_full_clips: int) -> tuple[in
     if not recipe.get("full_data_steps", False) or n_full_clips <= n_clips:
         return epochs, max_steps
     steps = epochs * math.ceil(n_full_clips / recipe.batch_size)
-    return -1, min(steps, max_steps) if max_steps > 0 else steps
+    return -1, (min(steps, max_steps) if max_steps > 0 else steps)
 
 
 def _training_problem(recipe: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> dict:
@@ -130,7 +130,10 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
         callbacks.append(ResumeCheckpoint(checkpoint_dir / "last.ckpt"))  # last: it saves what the others recorded
         if resume_from is not None:
             log.info("resuming the generator training interrupted in %s", checkpoint_dir)
-    max_epochs, max_steps = step_budget(recipe, len(images), n_full_clips or len(images))
+    n_full_clips = n_full_clips or len(images)
+    max_epochs, max_steps = step_budget(recipe, len(images), n_full_clips)
+    # The Trainer's settings already read the recipe's budget (conf/trainer/generator.yaml), so only a
+    # budget changed by full_data_steps is written over them; otherwise a caller's own Trainer limits hold.
     if (max_epochs, max_steps) != (int(recipe.epochs), int(recipe.max_steps)):
         trainer = OmegaConf.merge(trainer, {"max_epochs": max_epochs, "max_steps": max_steps})
     fit = build_trainer(trainer, hardware, callbacks=callbacks, limit_val_batches=1.0 if has_val else 0)
@@ -140,7 +143,7 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     log.info("generator trained: %d steps (%d images, batch %d); convergence: %s", fit.global_step, len(images),
              recipe.batch_size, summary)
     budget = {"max_epochs": max_epochs, "max_steps": max_steps, "steps_trained": int(fit.global_step),
-              "clips": len(images), "full_data_clips": int(n_full_clips or len(images))}
+              "clips": len(images), "full_data_clips": int(n_full_clips)}
     return model, {"curve": curve.rows, "convergence": summary, "budget": budget}
 
 
