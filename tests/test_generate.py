@@ -147,6 +147,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert "learning_curves.png" in md and "not measured: run generate.py mode=quality" in md
 
     # A generator trained on fold 0's speakers includes spk02, the test speaker of fold 2: refused.
+    generators = sorted((tmp_path / "c" / "generators").iterdir())
     fold0 = next((tmp_path / "c" / "generators").glob("*-f0-*")) / "synthetic" / "synthetic.safetensors"
     with pytest.raises(GeneratorFoldLeak, match="test speaker"):
         train(*TINY, "aug=ddpm", "split.fold=2", f"aug.synthetic.path={fold0}", cache, "logger=none",
@@ -155,6 +156,8 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     with pytest.raises(GeneratorFoldLeak, match="dataset.train_fraction=1.0; this run uses 0.5"):
         train(*TINY, "aug=ddpm", "split.fold=0", "dataset.train_fraction=0.5", f"aug.synthetic.path={fold0}", cache,
               "logger=none", output_dir=tmp_path / "frac")
+    # Both refused before any generator was trained for them (or a sample added to fold 0's pool).
+    assert sorted((tmp_path / "c" / "generators").iterdir()) == generators and len(load_synthetic_set(fold0)[1]) == 24
     # Missing synthetic data, when the run may not make it, names the command that does.
     with pytest.raises(MissingSyntheticData, match="python generate.py dataset=synthetic split=loso split.fold=3"):
         train(*TINY, "aug=ddpm", "split.fold=3", "aug.synthetic.generate=never", cache, "logger=none",

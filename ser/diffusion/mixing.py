@@ -21,7 +21,7 @@ from ser.data.splits import Split, assert_generator_fold_safe
 from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
 from ser.diffusion.selection import EmotionJudge
-from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set
+from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set, synthetic_set_info
 from ser.diffusion.provenance import assert_same_training_clips
 from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
 
@@ -120,6 +120,21 @@ def synthetic_training_set(cfg, dm: SERDataModule, data: LabelledClips, split: S
     return ClipDataset(chosen, labels, [SYNTHETIC_SPEAKER] * len(chosen), dm.train_pipeline, train=True), report
 
 
+def _check_pool_fits(path: Path, info: dict, cfg, data: LabelledClips, split: Split) -> None:
+    """A pool may feed this run only if its generator never heard the run's test speakers nor any
+    real clip the run may not train on, and it labels the same emotions."""
+    assert_generator_fold_safe(info["train_speakers"], split.test_speakers, where=str(path))
+    fraction = float(cfg.dataset.train_fraction)
+    if float(info["train_fraction"]) != fraction:
+        # A generator that learned from more real clips than the classifier may use would smuggle
+        # that data into a low-data run.
+        raise GeneratorFoldLeak(f"synthetic set {path} comes from a generator trained with dataset.train_fraction="
+                                f"{info['train_fraction']}; this run uses {fraction}. Generate with the same fraction.")
+    assert_same_training_clips(info, data, split, where=f"the synthetic set {path}")
+    if info["emotions"] != data.emotions:
+        raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {data.emotions}")
+
+
 def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[list, np.ndarray, dict]:
     """This run's synthetic spectrograms and labels, drawn from the fold's pool (made or grown
     first when allowed), and what results.json records about them. `data` holds log-mel features."""
@@ -136,6 +151,8 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
         keep = lambda mels, labels: judge.keep(mels, labels, float(s.filter))  # noqa: E731
     provided = None
     if s.generate == "if_missing":
+        if path.is_file():  # aug.synthetic.path may name another fold's pool: refuse it before training or sampling
+            _check_pool_fits(path, synthetic_set_info(path), cfg, data, split)
         provided = provide_pool(cfg, data, split, needed, keep)
     elif not path.is_file():
         raise MissingSyntheticData(
@@ -145,16 +162,7 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
             f"paths.data_root={cfg.paths.data_root} paths.cache_dir={cfg.paths.cache_dir}\n"
             "(add the same dataset.* overrides you gave train.py), or let train.py make them: aug.synthetic.generate=if_missing")
     mels, labels, info = load_synthetic_set(path)
-    assert_generator_fold_safe(info["train_speakers"], split.test_speakers, where=str(path))
-    fraction = float(cfg.dataset.train_fraction)
-    if float(info["train_fraction"]) != fraction:
-        # A generator that learned from more real clips than the classifier may use would smuggle
-        # that data into a low-data run.
-        raise GeneratorFoldLeak(f"synthetic set {path} comes from a generator trained with dataset.train_fraction="
-                                f"{info['train_fraction']}; this run uses {fraction}. Generate with the same fraction.")
-    assert_same_training_clips(info, data, split, where=f"the synthetic set {path}")
-    if info["emotions"] != emotions:
-        raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {emotions}")
+    _check_pool_fits(path, info, cfg, data, split)
     labels = labels.numpy()
     usable = np.ones(len(labels), bool) if keep is None else keep(mels, labels)
     # A filter that passes few samples of an emotion: the pool grew to its cap (ser/diffusion/pool.py),

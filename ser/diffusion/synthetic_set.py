@@ -33,6 +33,12 @@ def save_synthetic_set(path: str | Path, spectrograms: torch.Tensor, labels, inf
     return Path(path)
 
 
+def synthetic_set_info(path: str | Path) -> dict:
+    """The set's `info` alone, without reading its spectrograms (a pool can hold thousands)."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()["info"])
+
+
 def load_synthetic_set(path: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(spectrograms in dB (N, 1, n_mels, T), labels (N,), info)."""
     path = Path(path)
