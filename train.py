@@ -17,7 +17,7 @@ from ser.jobs.train import run_experiment
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    results = run_experiment(cfg, arm=arm_of())
+    results = run_experiment(cfg, arm=arm_of(cfg))
     return None if results is None else results["metrics"]["ua"]
 
 

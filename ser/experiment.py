@@ -22,11 +22,11 @@ NOT_ARM = ("split.fold", "seed", "generator.seed", "hydra", "paths", "logger", "
 ARM_GROUPS = ("experiment", "dataset", "model", "aug", "split")
 
 
-def arm_of() -> dict:
+def arm_of(cfg) -> dict:
     """The run's config-group choices plus any other override that is not a fold or a seed and
     changes the config: an override that restates what the run would have without it (e.g.
     `dataset.train_fraction=1.0`, the default, in a sweep over 1.0,0.25) is left out, so those runs
-    pair with runs that never named it."""
+    pair with runs that never named it. `cfg`: the run's composed config (called inside the app)."""
     hc = HydraConfig.get()
     arm = {g: hc.runtime.choices.get(g) for g in ARM_GROUPS if hc.runtime.choices.get(g)}
     candidates = {}
@@ -35,25 +35,25 @@ def arm_of() -> dict:
         if key in ARM_GROUPS or key.split(".")[0].split("/")[0] in NOT_ARM or key in NOT_ARM:
             continue
         candidates[key] = (override, value)
-    restated = _restating_defaults(hc, candidates)
+    restated = _restating_defaults(hc, cfg, candidates)
     arm.update({key: value for key, (_, value) in candidates.items() if key not in restated})
     return arm
 
 
-def _restating_defaults(hc, candidates: dict) -> set[str]:
-    """The keys among `candidates` ({key: (override, value)}) whose override leaves the composed
-    config as it would be without it. Composes the run's config twice, with and without them (Hydra's
-    compose API, live inside a running app); where that is not possible every override stays."""
+def _restating_defaults(hc, cfg, candidates: dict) -> set[str]:
+    """The keys among `candidates` ({key: (override, value)}) whose override leaves the run's config
+    `cfg` as it would be without it. Composes the config again without them (Hydra's compose API,
+    live inside a running app: half a second, so only once); where that is not possible every
+    override stays."""
     if not candidates or not GlobalHydra.instance().is_initialized():
         return set()
     task = list(hc.overrides.task)
     dropped = {o for o, _ in candidates.values()}
     try:
-        with_them = compose(hc.job.config_name, overrides=task)
         without = compose(hc.job.config_name, overrides=[o for o in task if o not in dropped])
     except Exception:  # e.g. a key that exists only through its own `+` override
         return set()
-    return {key for key in candidates if _value(with_them, key) == _value(without, key) != _MISSING}
+    return {key for key in candidates if _value(cfg, key) == _value(without, key) != _MISSING}
 
 
 _MISSING = object()

@@ -86,7 +86,7 @@ def train(*overrides: str, output_dir: Path) -> dict:
 
     with _hydra_app():
         cfg = _compose_as_app("train", *overrides, output_dir=output_dir)
-        arm = arm_of()
+        arm = arm_of(cfg)
     return run_experiment(cfg, arm=arm)
 
 

@@ -263,8 +263,8 @@ def test_an_override_that_restates_the_config_does_not_make_a_new_arm(tmp_path):
 
     def arm(*overrides):
         with _hydra_app():
-            _compose_as_app("train", *overrides, "split.fold=1", "seed=2", output_dir=tmp_path)
-            return arm_of()
+            cfg = _compose_as_app("train", *overrides, "split.fold=1", "seed=2", output_dir=tmp_path)
+            return arm_of(cfg)
 
     plain = arm("aug=none")
     assert arm("aug=none", "dataset.train_fraction=1.0") == plain == {"aug": "none", "dataset": "synthetic",
