@@ -1,4 +1,5 @@
 import json
+import warnings
 
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sklearn.metrics import balanced_accuracy_score, f1_score
 from ser.data.splits import Split, assert_speaker_disjoint, make_split, subsample_training
 from ser.errors import ConfigError, DataError, SpeakerLeak
 from ser.evaluation.aggregate import find_runs, paired_comparison
-from ser.evaluation.metrics import UnweightedAccuracy, bootstrap_ci, classification_metrics, t_interval
+from ser.evaluation.metrics import UnweightedAccuracy, bootstrap_ci, classification_metrics, t_interval, unweighted_accuracy
 
 
 def corpus(n_speakers=10, per=12, emotions=("a", "b", "c")):
@@ -122,6 +123,16 @@ def test_metrics_match_sklearn_and_ci_brackets_estimate():
     assert np.sum(m["confusion"]) == 200 and m["per_class_recall"][4] is None
     lo, hi = bootstrap_ci(y, p, n_boot=300)
     assert lo < m["ua"] < hi and hi - lo < 0.3
+    # ser's own UA (counted with numpy, for the bootstrap's sake) is sklearn's, whatever the labels:
+    # classes only predicted, classes never predicted, strings, a single clip.
+    for n in (1, 3, 17, 60):
+        y = rng.integers(0, 5, n)
+        p = np.where(rng.random(n) < 0.5, y, rng.integers(0, 7, n))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn: "y_pred contains classes not in y_true"
+            assert unweighted_accuracy(y, p) == pytest.approx(balanced_accuracy_score(y, p))
+            words = np.array(list("abcdefg"))
+            assert unweighted_accuracy(words[y], words[p]) == pytest.approx(balanced_accuracy_score(words[y], words[p]))
 
 
 def run(fold, seed, ua, clips):
