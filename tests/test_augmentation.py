@@ -4,6 +4,7 @@ generator for concurrent jobs of a fold), unique-sample pools, the filter."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,6 +194,12 @@ def test_sdedit_variants_of_the_training_clips(tmp_path):
     # The same run again reads the variants instead of remaking them.
     again = train(*base, "aug.sdedit.strength=0.5", "aug.sdedit.variants=2", "model.epochs=1", output_dir=tmp_path / "s5b")
     assert again["synthetic"]["provided"]["edited_here"] is False
+    # Another fold's variants named by path (fold 2 tests spk02, a source speaker of fold 0's): refused
+    # before a generator is trained for the run or the file is remade.
+    stamp = Path(moved["path"]).stat().st_mtime_ns
+    with pytest.raises(GeneratorFoldLeak, match="test speaker"):
+        train(*base, "split.fold=2", f"aug.sdedit.path={moved['path']}", output_dir=tmp_path / "leak")
+    assert len(list((tmp_path / "c" / "generators").iterdir())) == 1 and Path(moved["path"]).stat().st_mtime_ns == stamp
 
 
 def test_audio_augmentation_is_seeded_per_clip_and_variant():

@@ -58,20 +58,28 @@ def fold_edits(cfg, data: LabelledClips, split: Split) -> tuple[list, np.ndarray
     path = Path(a.path)
     provided = None
     if a.generate == "if_missing":
+        if path.is_file():  # aug.sdedit.path may name another fold's variants: refuse them before training or editing
+            _check_edits_fit(path, synthetic_set_info(path), cfg, data, split)
         provided = provide_edits(cfg, data, split, path)
     elif not path.is_file():
         raise MissingSyntheticData(f"no SDEdit variants for this run at {path} (aug.sdedit.generate=never); "
                                    "let train.py make them: aug.sdedit.generate=if_missing")
     mels, info = load_edits(path)
+    _check_edits_fit(path, info, cfg, data, split)
+    return mels, np.asarray(info["labels"]), info["speakers"], {
+        "kind": "sdedit", "path": str(path), "sources": info["sources"], "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
+                     "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
+                     "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
+
+
+def _check_edits_fit(path: Path, info: dict, cfg, data: LabelledClips, split: Split) -> None:
+    """Variants may feed this run only if neither their generator nor their source clips include
+    the run's test speakers, and they come from the run's training fraction and emotions."""
     assert_generator_fold_safe(info["train_speakers"], split.test_speakers, where=str(path))
     assert_generator_fold_safe(info["speakers"], split.test_speakers, where=f"{path} (edited clips)")
     if float(info["train_fraction"]) != float(cfg.dataset.train_fraction) or info["emotions"] != data.emotions:
         raise GeneratorFoldLeak(f"SDEdit variants {path} come from another training set (train_fraction "
                                 f"{info['train_fraction']}, emotions {info['emotions']}); delete them to remake them")
-    return mels, np.asarray(info["labels"]), info["speakers"], {
-        "kind": "sdedit", "path": str(path), "sources": info["sources"], "n_used": len(mels), "variants": int(a.variants), "strength": info["strength"],
-                     "sampler": info["sampler"], "steps": info["steps"], "guidance": info["guidance"],
-                     "generator_train_speakers": info["train_speakers"], "provided": provided, "only": False}
 
 
 def counts_needed(train_labels: np.ndarray, num_classes: int, ratio: float, classes: str) -> dict[int, int]:

@@ -34,7 +34,8 @@ def save_synthetic_set(path: str | Path, spectrograms: torch.Tensor, labels, inf
 
 
 def synthetic_set_info(path: str | Path) -> dict:
-    """The set's `info` alone, without reading its spectrograms (a pool can hold thousands)."""
+    """The `info` of a synthetic set (or of SDEdit variants, saved the same way) without reading its
+    spectrograms (a pool can hold thousands)."""
     with safe_open(str(path), framework="pt") as f:
         return json.loads(f.metadata()["info"])
 
