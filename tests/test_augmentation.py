@@ -12,7 +12,7 @@ import torch
 
 from conftest import ROOT, TINY, train
 from ser.diffusion.mixing import counts_needed, draw
-from ser.diffusion.selection import EmotionJudge
+from ser.diffusion.selection import BandJudge, passes
 from ser.errors import ConfigError, DataError, GeneratorFoldLeak
 
 # A generator small enough to train in seconds, sampled in 3 DDIM steps.
@@ -62,15 +62,15 @@ def test_the_judge_keeps_samples_that_sound_like_their_emotion():
     real = [m for k in range(3) for m in clips(k, 12)]
     labels = np.repeat(np.arange(3), 12)
     speakers = (["a"] * 6 + ["b"] * 6) * 3
-    judge = EmotionJudge(real, labels, speakers, 3)
+    judge = BandJudge(real, labels, speakers, 3)
     good = torch.stack([m for k in range(3) for m in clips(k, 5)])
     wrong = torch.stack([m for k in (1, 2, 0) for m in clips(k, 5)])  # labelled k, sounding like k+1
     pool = torch.cat([good, wrong])
     pool_labels = np.concatenate([np.repeat(np.arange(3), 5)] * 2)
-    kept = judge.keep(pool, pool_labels, 0.5)
+    kept = passes(judge.probabilities(pool), pool_labels, 0.5)
     assert kept[:15].all() and not kept[15:].any()
     with pytest.raises(ValueError, match="aug.synthetic.filter=1.5"):
-        judge.keep(pool, pool_labels, 1.5)
+        passes(judge.probabilities(pool), pool_labels, 1.5)
 
 
 @pytest.mark.slow
@@ -254,11 +254,20 @@ def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
             "hardware.progress_bar=false"]
     ddpm = train(*base, "aug=ddpm", output_dir=tmp_path / "ddpm")
     syn = ddpm["synthetic"]
+    assert syn["filter"] is None
     # 24 synthetic clips (one per real training clip) voiced, encoded and trained on beside the 36 real ones.
     assert syn["n_used"] == syn["n_unique"] == 24 and syn["provided"]["generator_trained_here"]
     assert ddpm["n_training_rows"] == 36 + 24 and syn["voiced_and_encoded"]["seconds"] >= 0
     gen = json.loads(next((tmp_path / "c" / "generators").glob("*")).joinpath("generator", "metadata.json").read_text())
     assert gen["front_end"]["kind"] == "mel" and gen["front_end"]["n_mels"] == 128  # the generator learned log-mels
+    # The filter with the probe itself as its judge (aug.synthetic.judge=classifier): it keeps the
+    # samples that the probe fitted on the real clips alone hears as their emotion.
+    judged = train(*base, "aug=ddpm_filtered", "aug.synthetic.judge=classifier", "aug.synthetic.filter=0.4",
+                   output_dir=tmp_path / "judged")["synthetic"]
+    assert judged["filter"]["judge"].startswith("the run's classifier (encoder_linear)")
+    assert 0 < judged["filter"]["kept_fraction"] < 1 and judged["n_used"] == judged["n_unique"]
+    on = lambda run: run["quality_in_classifier_space"]["real_classifier_on_generated"]  # noqa: E731
+    assert on(judged)["ua"] > on(syn)["ua"] + 0.3  # 0.92 against 0.21 when written
     edits = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
     assert edits["n_training_rows"] == 36 + 24 and not edits["synthetic"]["provided"]["generator_trained_here"]
     assert list((tmp_path / "c" / "generators").glob("*/synthetic/voiced-gl32-encoder-*"))
@@ -280,6 +289,7 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     from ser.data.build import prepare
     from ser.data.datamodule import ExtraClips
     from ser.diffusion.assess_encoded import assess_in_classifier_space
+    from ser.diffusion.selection import ProbeJudge
     from ser.models.classical import fit_predict_classical
 
     encoder = _tiny_wav2vec2(tmp_path / "w2v2")
@@ -303,6 +313,14 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     assert near["memorization"]["close_rate"] == 1.0 and far["memorization"]["close_rate"] == 0.0
     assert near["memorization"]["median_ratio"] < 0.01 < far["memorization"]["median_ratio"]
 
+    # The filter's classifier judge is this probe on the samples as one more speaker: it passes the
+    # copies under their own emotions and refuses them under another one.
+    judge = ProbeJudge(cfg, data, real_only, lambda encoded: encoded, "the probe")
+    probs = judge.probabilities(copies.features)
+    wrong = (copies.labels + 1) % len(data.emotions)
+    # (Copies of four speakers standardised together as one lose some of their per-speaker cues.)
+    assert passes(probs, copies.labels, 0.5).mean() > 0.6 and passes(probs, wrong, 0.5).mean() < 0.1
+
 
 @pytest.mark.parametrize("overrides, message", [
     (["aug=ddpm", "model=egemaps_svm"], "is neither"),
@@ -312,6 +330,9 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     (["aug=ddpm", "aug.synthetic.generate=sometimes"], "choose one of: if_missing, never"),
     (["aug=ddpm", "aug.synthetic.classes=equal"], "choose one of: real, balanced"),
     (["aug=ddpm", "generator.sampling.sampler=dimm"], "choose one of: ddpm, ddim"),
+    (["aug=ddpm", "aug.synthetic.judge=clasifier"], "choose one of: bands, classifier"),
+    # The classifier judge is the run's linear probe on an encoder; a network on log-mels has none.
+    (["aug=ddpm_filtered", "aug.synthetic.judge=classifier"], "model=mel_tdnn .*Use aug.synthetic.judge=bands"),
 ])
 def test_generated_arms_refuse_what_they_cannot_do(tmp_path, overrides, message):
     from conftest import compose_config

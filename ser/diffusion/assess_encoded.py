@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from ser.data.datamodule import ExtraClips
 from ser.evaluation import quality as q
 from ser.evaluation.metrics import classification_metrics
-from ser.models.classical import classifier_views
+from ser.models.classical import classifier_views, predict_extra
 from ser.models.linear_model import LinearModel
 
 KNN_K = 3
@@ -67,7 +67,7 @@ def assess_in_classifier_space(cfg, data, split, generated: ExtraClips, real_onl
     fd = {"generated_vs_train": q.frechet_distance(e_train, pick(e_gen)),
           "heldout_vs_train": q.frechet_distance(e_train, pick(e_held)), "n_per_set": n_fd}
     n = len(data.emotions)
-    on_gen = classification_metrics(generated.labels, real_only.predict_proba(dict(zip(names, gen_views))).argmax(1), n)
+    on_gen = classification_metrics(generated.labels, predict_extra(cfg, data, real_only, generated).argmax(1), n)
     on_held = classification_metrics(data.labels[heldout], heldout_probs.argmax(1), n)
     return {
         "space": f"the probe's input ({', '.join(names)}, {x.shape[1]} columns, standardised "

@@ -20,10 +20,10 @@ from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
 from ser.data.splits import Split, assert_generator_fold_safe
 from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
-from ser.diffusion.selection import EmotionJudge
+from ser.diffusion.selection import JUDGES, BandJudge, passes
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set, synthetic_set_info
 from ser.diffusion.provenance import assert_same_training_clips
-from ser.errors import DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
+from ser.errors import ConfigError, DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
 
 GENERATE = ("if_missing", "never")  # aug.synthetic.generate
 CLASSES = ("real", "balanced")  # aug.synthetic.classes
@@ -143,20 +143,29 @@ def _check_pool_fits(path: Path, info: dict, cfg, data: LabelledClips, split: Sp
         raise DataError(f"synthetic set {path} has emotions {info['emotions']}, this run has {data.emotions}")
 
 
-def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[list, np.ndarray, dict]:
+def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int, judge=None) -> tuple[list, np.ndarray, dict]:
     """This run's synthetic spectrograms and labels, drawn from the fold's pool (made or grown
-    first when allowed), and what results.json records about them. `data` holds log-mel features."""
+    first when allowed), and what results.json records about them. `data` holds log-mel features.
+    `judge`: the filter's judge for aug.synthetic.judge=classifier (a ProbeJudge; the caller has the
+    run's classifier); the bands judge is built here from `data`."""
     s, emotions = cfg.aug.synthetic, data.emotions
     if s.generate not in GENERATE:
         raise invalid_choice("aug.synthetic.generate", s.generate, GENERATE)
     path = Path(s.path)
     train_labels = data.labels[split.train]
     needed = counts_needed(train_labels, len(emotions), float(s.ratio), s.classes)
-    judge = keep = None
+    keep = None
     if s.filter is not None:
-        judge = EmotionJudge([data.features[i] for i in split.train], train_labels,
-                             [data.speakers[i] for i in split.train], len(emotions))
-        keep = lambda mels, labels: judge.keep(mels, labels, float(s.filter))  # noqa: E731
+        if s.judge not in JUDGES:
+            raise invalid_choice("aug.synthetic.judge", s.judge, JUDGES)
+        if s.judge == "bands":
+            judge = BandJudge([data.features[i] for i in split.train], train_labels,
+                              [data.speakers[i] for i in split.train], len(emotions))
+        elif judge is None:
+            raise ConfigError(f"aug.synthetic.judge=classifier scores samples with the run's linear probe on a speech "
+                              f"encoder (model=encoder_linear or encoder_lda, features=encoder); model={cfg.model.name} "
+                              "has none here. Use aug.synthetic.judge=bands")
+        keep = lambda mels, labels: passes(judge.probabilities(mels), labels, float(s.filter))  # noqa: E731
     provided = None
     if s.generate == "if_missing":
         if path.is_file():  # aug.synthetic.path may name another fold's pool: refuse it before training or sampling
@@ -201,7 +210,7 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int) -> tuple[l
               "generator_train_speakers": info["train_speakers"], "sampler": info["sampler"],
               "steps": info["steps"], "guidance": info["guidance"], "generator_seed": info.get("seed"),
               "filter": None if keep is None else {
-                  "threshold": float(s.filter), "judge": "logistic regression on band mean/std, real training clips",
+                  "threshold": float(s.filter), "judge": judge.description,
                   "kept_fraction": round(float(usable.mean()), 4),
                   "kept_fraction_per_emotion": {e: round(float(per_class_kept[k] / max(per_class_pool[k], 1)), 4)
                                                 for k, e in enumerate(emotions)},

@@ -28,6 +28,7 @@ from ser.diffusion.assess_encoded import assess_in_classifier_space
 from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
 from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
                                  wants_synthetic)
+from ser.diffusion.selection import ProbeJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
 from ser.environment import describe_environment
 from ser.errors import ConfigError
@@ -44,6 +45,7 @@ from ser.models.classical import fit_predict_classical, input_names
 from ser.models.backbones import learned_layer_weights
 from ser.models.classifier import EmotionClassifier
 from ser.models.export import export_classifier, predict_proba
+from ser.models.linear_model import LinearModel
 from ser.tracking import finish, log_test_results
 
 log = logging.getLogger(__name__)
@@ -107,11 +109,13 @@ def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
                                      cfg.features.max_duration) if reads else None
             copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
         elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
-            copies, generated = generated_for_encoder(cfg, data, split)
+            # The same probe on the real clips alone (what aug=none trains): the yardstick the
+            # generated clips are measured by, and the filter's judge with aug.synthetic.judge=classifier.
+            real_probs, _, real_only = fit_predict_classical(cfg, data, split)
+            copies, generated = generated_for_encoder(cfg, data, split, real_only)
         y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
         if generated is not None:
             # How this probe sees the generated clips, judged by the same probe on real clips alone.
-            real_probs, _, real_only = fit_predict_classical(cfg, data, split)
             generated["quality_in_classifier_space"] = assess_in_classifier_space(
                 cfg, data, split, copies, real_only, real_probs, seed=cfg.seed)
             _log_generated_quality(generated["quality_in_classifier_space"])
@@ -284,35 +288,55 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
     return y_prob, extra, loggers
 
 
-def generated_for_encoder(cfg, data, split) -> tuple[ExtraClips, dict]:
+def generated_for_encoder(cfg, data, split, real_only: LinearModel | None = None) -> tuple[ExtraClips, dict]:
     """aug=ddpm / aug=sdedit for a linear probe on a speech encoder. The fold's generator models
     log-mels of the same clips (diffusion.space=mel: its spectrograms are voiced, then encoded) or
-    Whisper's own input (encoder_input: encoded directly); ser/diffusion/encoded.py."""
+    Whisper's own input (encoder_input: encoded directly); ser/diffusion/encoded.py. `real_only`:
+    the probe fitted on the real training clips alone, the filter's judge when
+    aug.synthetic.judge=classifier."""
     encoder = front_end_from(cfg.features)
     whisper_space = cfg.diffusion.space == "encoder_input"
     if whisper_space and load_extractor(encoder.name)[1] != "whisper":
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, and features.encoder.name={encoder.name} "
                           "is not a Whisper encoder; use a log-mel recipe (diffusion=cpu: voiced, then encoded)")
     gen_data = same_clips_with(cfg, data, WhisperInputDb(encoder.name) if whisper_space else LogMel())
-    if wants_synthetic(cfg.aug):
-        mels, labels, report = draw_synthetic(cfg, gen_data, split, cfg.seed)
-        speakers, sources = [SYNTHETIC_SPEAKER] * len(mels), None
-    else:
-        mels, labels, speakers, report = fold_edits(cfg, gen_data, split)
-        sources = report.pop("sources")
-    started = time.time()
     if whisper_space:
         inputs = same_clips_with(cfg, data, EncoderInput(encoder.name))
         peak = {c.path: float(x.max()) for c, x in zip(inputs.clips, inputs.features)}
         # A synthetic clip gets the training clips' typical level; an edited one keeps its source's.
         typical = float(np.median([peak[data.clips[i].path] for i in split.train]))
-        peaks = [typical] * len(mels) if sources is None else [peak[p] for p in sources]
-        encoded = encode_whisper_inputs(mels, peaks, encoder, Path(cfg.generator.synthetic_dir))
+
+        def encode_now(mels, sources):
+            peaks = [typical] * len(mels) if sources is None else [peak[p] for p in sources]
+            return encode_whisper_inputs(mels, peaks, encoder, Path(cfg.generator.synthetic_dir))
         route = "generated Whisper inputs, encoded directly"
     else:
-        encoded = encode_spectrograms(mels, encoder, Path(cfg.generator.synthetic_dir))
+        def encode_now(mels, sources):
+            return encode_spectrograms(mels, encoder, Path(cfg.generator.synthetic_dir))
         route = "log-mels voiced with Griffin-Lim, then encoded"
-    report["voiced_and_encoded"] = {"route": route, "seconds": round(time.time() - started, 1)}
+    encoding = {"route": route, "seconds": 0.0}  # the filter's judge encodes the whole pool: counted too
+
+    def encode(mels, sources=None):
+        started = time.time()
+        out = encode_now(mels, sources)
+        encoding["seconds"] = round(encoding["seconds"] + time.time() - started, 1)
+        return out
+    if wants_synthetic(cfg.aug):
+        judge = None
+        if cfg.aug.synthetic.judge == "classifier":
+            if real_only is None:
+                raise ConfigError(f"aug.synthetic.judge=classifier needs a classifier that exports as a linear map; "
+                                  f"model={cfg.model.name} does not (a kernel SVM?). Use aug.synthetic.judge=bands")
+            judge = ProbeJudge(cfg, data, real_only, encode,
+                               f"the run's classifier ({cfg.model.name}) fitted on the real training clips alone, on the samples "
+                               f"encoded as the run feeds them ({route})")
+        mels, labels, report = draw_synthetic(cfg, gen_data, split, cfg.seed, judge=judge)
+        speakers, sources = [SYNTHETIC_SPEAKER] * len(mels), None
+    else:
+        mels, labels, speakers, report = fold_edits(cfg, gen_data, split)
+        sources = report.pop("sources")
+    encoded = encode(mels, sources)
+    report["voiced_and_encoded"] = encoding
     return ExtraClips(encoded, np.asarray(labels), list(speakers)), report
 
 

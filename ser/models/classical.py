@@ -176,6 +176,13 @@ def classifier_views(cfg, data, extra=None) -> tuple[list[tuple[str, np.ndarray]
     return views, extra_views
 
 
+def predict_extra(cfg, data, model: LinearModel, extra) -> np.ndarray:
+    """A fitted classifier's (clips, classes) probabilities for `extra` clips (generated ones),
+    their views standardised as the classifier reads them (`classifier_views`)."""
+    views, extra_views = classifier_views(cfg, data, extra)
+    return model.predict_proba({name: e for (name, _), e in zip(views, extra_views)})
+
+
 def fit_predict_classical(cfg, data, split, extra=None):
     """Train on the split's training clips (validation clips join them: no model selection here).
     The clip vectors are openSMILE functionals (`model.inputs: functionals`), the pooled layers of
