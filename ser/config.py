@@ -16,7 +16,7 @@ from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
 from ser.diffusion.generator import SAMPLERS
 from ser.diffusion.mixing import CLASSES, GENERATE
-from ser.diffusion.selection import JUDGES
+from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
 from ser.models.classical import FUSIONS, input_names
@@ -199,9 +199,8 @@ def _check_synthetic(cfg: DictConfig) -> None:
             raise ConfigError(f"aug.synthetic.filter={f!r}: a probability threshold in (0, 1), or null for no filter")
         _choice(cfg, "aug.synthetic.judge", JUDGES)
         if f is not None and cfg.aug.synthetic.judge == "classifier" and not voices_for_encoder(cfg):
-            raise ConfigError(f"aug.synthetic.judge=classifier scores samples with the run's linear probe on a speech encoder "
-                              f"(features=encoder, model=encoder_linear or encoder_lda); model={cfg.model.name} with "
-                              f"features (kind {cfg.features.kind}) has none. Use aug.synthetic.judge=bands")
+            raise ConfigError(f"{CLASSIFIER_JUDGE}; model={cfg.model.name} with features (kind {cfg.features.kind}) "
+                              "has none. Use aug.synthetic.judge=bands")
     if voices_for_encoder(cfg):
         if "synthetic" in cfg.aug and cfg.aug.synthetic.only:
             raise ConfigError(f"{what} (synthetic clips alone) is built for networks on log-mels; with model={cfg.model.name} "

@@ -20,7 +20,7 @@ from ser.data.datamodule import ClipDataset, LabelledClips, SERDataModule
 from ser.data.splits import Split, assert_generator_fold_safe
 from ser.diffusion.pool import MAX_POOL_FACTOR, provide_edits, provide_pool
 from ser.diffusion.sdedit import load_edits
-from ser.diffusion.selection import JUDGES, BandJudge, passes
+from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES, BandJudge, passes
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER, load_synthetic_set, synthetic_set_info
 from ser.diffusion.provenance import assert_same_training_clips
 from ser.errors import ConfigError, DataError, GeneratorFoldLeak, MissingSyntheticData, invalid_choice
@@ -162,9 +162,7 @@ def draw_synthetic(cfg, data: LabelledClips, split: Split, seed: int, judge=None
             judge = BandJudge([data.features[i] for i in split.train], train_labels,
                               [data.speakers[i] for i in split.train], len(emotions))
         elif judge is None:
-            raise ConfigError(f"aug.synthetic.judge=classifier scores samples with the run's linear probe on a speech "
-                              f"encoder (model=encoder_linear or encoder_lda, features=encoder); model={cfg.model.name} "
-                              "has none here. Use aug.synthetic.judge=bands")
+            raise ConfigError(f"{CLASSIFIER_JUDGE}; model={cfg.model.name} has none here. Use aug.synthetic.judge=bands")
         keep = lambda mels, labels: passes(judge.probabilities(mels), labels, float(s.filter))  # noqa: E731
     provided = None
     if s.generate == "if_missing":

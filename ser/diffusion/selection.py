@@ -40,6 +40,9 @@ def _standardise(x: np.ndarray) -> np.ndarray:
 
 
 JUDGES = ("bands", "classifier")  # aug.synthetic.judge
+# Where the classifier judge exists; the fix where it does not.
+CLASSIFIER_JUDGE = ("aug.synthetic.judge=classifier scores samples with the run's linear probe on a speech encoder "
+                    "(features=encoder, model=encoder_linear or encoder_lda)")
 
 
 def passes(probabilities: np.ndarray, labels, threshold: float) -> np.ndarray:

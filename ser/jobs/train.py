@@ -28,7 +28,7 @@ from ser.diffusion.assess_encoded import assess_in_classifier_space
 from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
 from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
                                  wants_synthetic)
-from ser.diffusion.selection import ProbeJudge
+from ser.diffusion.selection import CLASSIFIER_JUDGE, ProbeJudge
 from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
 from ser.environment import describe_environment
 from ser.errors import ConfigError
@@ -325,8 +325,8 @@ def generated_for_encoder(cfg, data, split, real_only: LinearModel | None = None
         judge = None
         if cfg.aug.synthetic.judge == "classifier":
             if real_only is None:
-                raise ConfigError(f"aug.synthetic.judge=classifier needs a classifier that exports as a linear map; "
-                                  f"model={cfg.model.name} does not (a kernel SVM?). Use aug.synthetic.judge=bands")
+                raise ConfigError(f"{CLASSIFIER_JUDGE}, one that exports as a linear map; model={cfg.model.name} "
+                                  "does not. Use aug.synthetic.judge=bands")
             judge = ProbeJudge(cfg, data, real_only, encode,
                                f"the run's classifier ({cfg.model.name}) fitted on the real training clips alone, on the samples "
                                f"encoded as the run feeds them ({route})")
