@@ -409,3 +409,26 @@ def test_generators_saved_before_the_step_budget_setting_are_compared_as_trained
     assert recipe_differences({"train_fraction": 1.0, "recipe_settings": legacy}, ours) == ""
     assert recipe_differences({"train_fraction": 1.0, "recipe_settings": {**legacy, "full_data_steps": False}}, ours) == ""
     assert recipe_differences({"train_fraction": 0.25, "recipe_settings": {**legacy, "full_data_steps": True}}, ours) == ""
+
+
+def test_encoded_generated_spectrograms_are_cached_by_content(tmp_path):
+    from ser.diffusion.encoded import encode_spectrograms
+
+    class CountingEncoder:  # the front-end interface encode_spectrograms reads, counting its calls
+        sr, kind, calls = 22050, "counting", 0
+
+        def fingerprint(self):
+            return "f0"
+
+        def from_signal(self, y):
+            self.calls += 1
+            return np.array([[float(np.abs(y).sum())]], dtype=np.float32)
+
+    g = torch.Generator().manual_seed(0)
+    mels = [torch.rand(1, 128, 8, generator=g) * -80 for _ in range(3)]
+    encoder = CountingEncoder()
+    first = encode_spectrograms(mels[:2], encoder, tmp_path, n_iter=2)
+    assert encoder.calls == 2 and len(list(tmp_path.glob("voiced-gl2-counting-f0/*.safetensors"))) == 2
+    grown = encode_spectrograms(mels, encoder, tmp_path, n_iter=2)  # a grown pool: only the new one is encoded
+    assert encoder.calls == 3 and all(torch.equal(a, b) for a, b in zip(first, grown[:2]))
+    assert not torch.equal(grown[0], grown[2])

@@ -42,46 +42,52 @@ def voice(mel: torch.Tensor, params: MelParams = MelParams(), n_iter: int = GRIF
     return mel_to_audio(np.asarray(mel[0], dtype=np.float32), params, n_iter=n_iter)
 
 
+def _encoded_cached(items: list, key, compute, folder: Path, what: str) -> list[torch.Tensor]:
+    """`compute(item)` (an encoder's hidden layers) for each item, cached in `folder` as
+    `<key(item)>.safetensors`: a pool that grows encodes only its new samples."""
+    out, todo = [], 0
+    for item in items:
+        entry = folder / f"{key(item)}.safetensors"
+        if entry.is_file():
+            out.append(torch.from_numpy(load_file(str(entry))["features"]))
+            continue
+        todo += 1
+        features = np.ascontiguousarray(compute(item))
+        with atomic_path(entry) as tmp:
+            save_file({"features": features}, str(tmp))
+        out.append(torch.from_numpy(features))
+    if todo:
+        log.info("%s %d (%d cached) -> %s", what, todo, len(items) - todo, folder)
+    return out
+
+
 def encode_spectrograms(mels: list[torch.Tensor], encoder, cache_dir: str | Path, params: MelParams = MelParams(),
                         n_iter: int = GRIFFIN_LIM_ITERS) -> list[torch.Tensor]:
     """Each spectrogram voiced and encoded by `encoder` (a SpeechEncoder front end): its hidden
     layers (layers, dim, frames), as a real clip's are cached."""
-    folder = Path(cache_dir) / f"voiced-gl{n_iter}-{encoder.kind}-{encoder.fingerprint()}"
-    out, todo = [], 0
-    for mel in mels:
-        entry = folder / f"{_key(mel)}.safetensors"
-        if entry.is_file():
-            out.append(torch.from_numpy(load_file(str(entry))["features"]))
-            continue
-        todo += 1
+
+    def compute(mel: torch.Tensor) -> np.ndarray:
         y = voice(mel, params, n_iter)
         if encoder.sr != params.sr:
             y = librosa.resample(y, orig_sr=params.sr, target_sr=encoder.sr)
-        features = np.ascontiguousarray(encoder.from_signal(y))
-        with atomic_path(entry) as tmp:
-            save_file({"features": features}, str(tmp))
-        out.append(torch.from_numpy(features))
-    if todo:
-        log.info("voiced and encoded %d generated spectrograms (%d cached) -> %s", todo, len(mels) - todo, folder)
-    return out
+        return encoder.from_signal(y)
+
+    folder = Path(cache_dir) / f"voiced-gl{n_iter}-{encoder.kind}-{encoder.fingerprint()}"
+    return _encoded_cached(list(mels), _key, compute, folder, "voiced and encoded generated spectrograms:")
 
 
 def encode_whisper_inputs(dbs: list[torch.Tensor], peaks: list[float], encoder, cache_dir: str | Path) -> list[torch.Tensor]:
     """Generated Whisper inputs (each (1, 80, frames) in dB below the peak) at the given peak levels
-    -> the encoder's hidden layers (layers, dim, frames / 2), cached like `encode_spectrograms`."""
+    -> the encoder's hidden layers (layers, dim, frames / 2), cached like `encode_spectrograms`
+    (keyed by the input and its peak level)."""
+
+    def key(item) -> str:
+        db, peak = item
+        return hashlib.sha256(_key(db).encode() + np.float32(peak).tobytes()).hexdigest()
+
+    def compute(item) -> np.ndarray:
+        db, peak = item
+        return encode_input(encoder.name, db_to_whisper_input(np.asarray(db[0]), peak))
+
     folder = Path(cache_dir) / f"whisper-input-{encoder.kind}-{encoder.fingerprint()}"
-    out, todo = [], 0
-    for db, peak in zip(dbs, peaks):
-        key = hashlib.sha256(_key(db).encode() + np.float32(peak).tobytes()).hexdigest()
-        entry = folder / f"{key}.safetensors"
-        if entry.is_file():
-            out.append(torch.from_numpy(load_file(str(entry))["features"]))
-            continue
-        todo += 1
-        features = np.ascontiguousarray(encode_input(encoder.name, db_to_whisper_input(np.asarray(db[0]), peak)))
-        with atomic_path(entry) as tmp:
-            save_file({"features": features}, str(tmp))
-        out.append(torch.from_numpy(features))
-    if todo:
-        log.info("encoded %d generated Whisper inputs (%d cached) -> %s", todo, len(dbs) - todo, folder)
-    return out
+    return _encoded_cached(list(zip(dbs, peaks)), key, compute, folder, "encoded generated Whisper inputs:")
