@@ -144,7 +144,9 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert set(used) == {0, 1} and used[0]["quality"]["n"]["synthetic"] == 24 and used[1]["quality"] is None
     assert Path(used[0]["grid"]).is_file()
     md = (runs / "summary" / "summary.md").read_text()
-    assert "learning_curves.png" in md and "not measured: run generate.py mode=quality" in md
+    assert "learning_curves.png" in md and "| 1 | 0 | not measured: run generate.py mode=quality" in md
+    # Each set names its generator seed (a fold has one generator per seed): seed 0, the runs' default.
+    assert used[0]["generator_seed"] == 0 and "| fold | generator seed | KID" in md and "_s0_" in Path(used[0]["grid"]).name
 
     # A generator trained on fold 0's speakers includes spk02, the test speaker of fold 2: refused.
     generators = sorted((tmp_path / "c" / "generators").iterdir())

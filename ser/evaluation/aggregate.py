@@ -308,10 +308,13 @@ def _extra_figures(by_arm: dict[str, list[dict]], names: dict[str, str], out: Pa
                 continue
             seen.add(syn)
             syn_dir = Path(syn).parent
-            entry = {"arm": names[arm], "fold": r["fold"], "path": syn, "grid": None, "quality": None}
+            # A fold has one generator per seed, so the seed names a set together with the fold.
+            seed = r["synthetic"].get("generator_seed")
+            entry = {"arm": names[arm], "fold": r["fold"], "generator_seed": seed, "path": syn, "grid": None,
+                     "quality": None}
             grid = syn_dir / "real_vs_generated.png"
             if grid.is_file():
-                copy = out / f"real_vs_generated_f{r['fold']}_{len(seen)}.png"
+                copy = out / f"real_vs_generated_f{r['fold']}_s{seed}_{len(seen)}.png"
                 with atomic_path(copy) as tmp:
                     shutil.copyfile(grid, tmp)
                 entry["grid"] = str(copy)
@@ -342,21 +345,21 @@ def _figures_markdown(figures: dict) -> str:
     if sets:
         lines += ["", "Synthetic sets used (quality from generate.py mode=quality; held-out real = speakers neither "
                       "the generator nor the yardstick classifier trained on):", "",
-                  "| fold | KID syn-vs-train (held-out real) | KID / held-out KID (the image size's ceiling) | "
+                  "| fold | generator seed | KID syn-vs-train (held-out real) | KID / held-out KID (the image size's ceiling) | "
                   "precision / recall (held-out real) | close-copy rate | real classifier UA on synthetic (on held-out real) "
                   "| grid |",
-                  "|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|"]
         for e in sets:
             qr = e["quality"]
             if qr is None:
-                lines.append(f"| {e['fold']} | not measured: run generate.py mode=quality | | | | | "
+                lines.append(f"| {e['fold']} | {e['generator_seed']} | not measured: run generate.py mode=quality | | | | | "
                              f"{Path(e['grid']).name if e['grid'] else '-'} |")
                 continue
             kid, pr = qr["embedding"]["kid"], qr["embedding"]["precision_recall"]
             ratio = qr["embedding"].get("kid_ratio")  # quality.json files before the ceiling lack it
             ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)" if ratio else "-"
             lines.append(
-                f"| {e['fold']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | {ratio} | "
+                f"| {e['fold']} | {e['generator_seed']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | {ratio} | "
                 f"{pr['synthetic']['precision']:.2f} / {pr['synthetic']['recall']:.2f} "
                 f"({pr['heldout']['precision']:.2f} / {pr['heldout']['recall']:.2f}) | "
                 f"{qr['image']['memorization']['close_rate']:.2f} | "

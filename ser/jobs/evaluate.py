@@ -47,6 +47,6 @@ def _log_summary(loggers: list, summary: dict, out_dir: Path) -> None:
         images["learning_curves"] = Path(figures["learning_curves"])
     for e in figures["synthetic_sets"]:
         if e["grid"]:
-            images[f"real_vs_generated/fold{e['fold']}"] = Path(e["grid"])
+            images[f"real_vs_generated/fold{e['fold']}_seed{e['generator_seed']}"] = Path(e["grid"])
     log_report(loggers, "summary", {}, images=images, tables={"arms": (columns, rows)})
     finish(loggers)
