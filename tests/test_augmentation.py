@@ -432,3 +432,45 @@ def test_encoded_generated_spectrograms_are_cached_by_content(tmp_path):
     grown = encode_spectrograms(mels, encoder, tmp_path, n_iter=2)  # a grown pool: only the new one is encoded
     assert encoder.calls == 3 and all(torch.equal(a, b) for a, b in zip(first, grown[:2]))
     assert not torch.equal(grown[0], grown[2])
+
+
+def test_a_killed_pool_sampling_resumes_where_it_was_saved(tmp_path, monkeypatch):
+    """The pool is saved while it is sampled; a job killed part-way loses only the batches since the
+    last save, and the rerun draws exactly the pool one uninterrupted run draws."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    import ser.diffusion.pool as pool
+    from ser.diffusion.synthetic_set import load_synthetic_set
+
+    class FakeGenerator:  # the noise is the sample: each batch is fixed by its seed
+        metadata = {"train_speakers": ["a"], "train_fraction": 1.0, "n_train_clips": 3, "image_size": 8}
+        calls = 0
+        fail_at = None
+
+        def sample(self, b, label, sampler, steps, guidance, seed):
+            FakeGenerator.calls += 1
+            if FakeGenerator.calls == FakeGenerator.fail_at:
+                raise KeyboardInterrupt("killed")
+            return torch.rand(b, 1, 8, 8, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+    monkeypatch.setattr(pool, "load_generators", lambda *a, **k: {k: (FakeGenerator(), k) for k in range(2)})
+    monkeypatch.setattr(pool, "SAMPLE_BATCH", 4)
+    monkeypatch.setattr(pool, "CHECKPOINT_EVERY_S", 0)  # save after every batch
+    cfg = OmegaConf.create({"generator": {"sampling": {"sampler": "ddim", "steps": 2, "guidance": 1.0}, "seed": 0, "dir": "g"},
+                            "hardware": {"accelerator": "cpu"}})
+    data = SimpleNamespace(emotions=["calm", "sad"], features=[torch.zeros(1, 6, 5)])
+    needed = {0: 10, 1: 7}  # batches of 4: 4 4 2 for calm, 4 3 for sad
+
+    whole = tmp_path / "whole.safetensors"
+    assert pool._grow(cfg, data, whole, needed, None, 5)[1] == 17
+    FakeGenerator.calls, FakeGenerator.fail_at = 0, 4  # killed in sad's first batch
+    cut = tmp_path / "cut.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        pool._grow(cfg, data, cut, needed, None, 5)
+    assert load_synthetic_set(cut)[1].tolist() == [0] * 10  # calm's three batches were saved
+    FakeGenerator.fail_at = None
+    assert pool._grow(cfg, data, cut, needed, None, 5)[1] == 7  # only sad is sampled again
+    (a, la, _), (b, lb, _) = load_synthetic_set(whole), load_synthetic_set(cut)
+    assert torch.equal(la, lb) and torch.equal(a, b)

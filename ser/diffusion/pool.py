@@ -5,8 +5,9 @@ The first run of a fold that needs them trains the fold's generator (training sp
 samples the pool; it grows the pool when a later run needs more unique samples (a larger ratio,
 a stricter filter). Every other run of the fold waits on a file lock beside the generator, so
 concurrent sweep jobs (local multirun, a Slurm array) train one generator instead of several and
-never read a half-written one. Everything is written atomically, so a killed job leaves either
-the old pool or the new one.
+never read a half-written one. Everything is written atomically; a pool being sampled is saved
+every few minutes, so a killed job leaves the pool as last saved and the next run continues it
+with the samples the killed one would have drawn.
 
     <generator.root>/.lock                         the fold's lock (filelock; works across machines on NFS)
     <generator.root>/generator/                    ser/diffusion/generator.py format
@@ -30,7 +31,7 @@ from omegaconf import DictConfig
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
 from ser.diffusion.generator import generator_metadata_at, load_generators
-from ser.diffusion.sampling import pool_info, sample_spectrograms
+from ser.diffusion.sampling import SAMPLE_BATCH, pool_info, sample_spectrograms
 from ser.diffusion.sdedit import edits_match, load_edits, make_edits
 from ser.diffusion.synthetic_set import load_synthetic_set, save_synthetic_set
 from ser.diffusion.provenance import assert_same_recipe, assert_same_training_clips, generator_metadata, sample_frames
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 # A filter that keeps few samples must not make a run sample forever: at most this many samples
 # of an emotion per sample it needs, then the run takes what it has (and says so).
 MAX_POOL_FACTOR = 8
+
+# How often a growing pool is saved while it is sampled (seconds).
+CHECKPOINT_EVERY_S = 300
 
 # (mels, labels) -> boolean mask of the samples a run may use (aug.synthetic.filter)
 Keep = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
@@ -159,17 +163,28 @@ def _grow(cfg, data: LabelledClips, pool_path: Path, needed: dict[int, int], kee
             generators = load_generators(cfg.generator.dir, emotions, device=device)
         log.info("sampling %d more synthetic spectrograms (%s) into %s", sum(todo.values()),
                  ", ".join(f"{emotions[k]} {n}" for k, n in todo.items()), pool_path)
-        started = time.time()
-        new, new_labels = sample_spectrograms(generators, todo, mels.shape[-1], mels.shape[-2], s.sampler, s.steps, s.guidance, cfg.generator.seed,
-                                              start=have)
-        spent += time.time() - started
-        added += len(new_labels)
         if info is None:
             meta = next(iter(generators.values()))[0].metadata
             info = pool_info(meta, emotions, s.sampler, s.steps, s.guidance, cfg.generator.seed, frames,
                              inference_device(cfg.hardware), cfg.generator.dir)
-        info["seconds_per_sample"] = round(spent / max(added, 1), 4)
-        save_synthetic_set(pool_path, torch.cat([mels, new]), torch.cat([labels, torch.as_tensor(new_labels)]), info)
+        # One batch at a time, saved every CHECKPOINT_EVERY_S: a big pool (a strict filter at full
+        # data takes an hour of CPU) is not lost to a killed job; the next run starts where it stopped.
+        batches = [(k, first, min(SAMPLE_BATCH, n - first)) for k, n in todo.items() for first in range(0, n, SAMPLE_BATCH)]
+        new, new_labels, saved_at = [], [], time.time()
+        for i, (k, first, b) in enumerate(batches):
+            started = time.time()
+            m, lab = sample_spectrograms(generators, {k: b}, mels.shape[-1], mels.shape[-2], s.sampler, s.steps,
+                                         s.guidance, cfg.generator.seed, start={k: have[k] + first})
+            spent += time.time() - started
+            new.append(m)
+            new_labels += lab
+            if i == len(batches) - 1 or time.time() - saved_at >= CHECKPOINT_EVERY_S:
+                mels, labels = torch.cat([mels, *new]), torch.cat([labels, torch.as_tensor(new_labels, dtype=torch.long)])
+                added += len(new_labels)
+                new, new_labels = [], []
+                info["seconds_per_sample"] = round(spent / max(added, 1), 4)
+                save_synthetic_set(pool_path, mels, labels, info)
+                saved_at = time.time()
 
 
 def _check_same_sampling(path: Path, info: dict, sampling: DictConfig, seed: int) -> None:

@@ -26,6 +26,10 @@ from ser.io import atomic_path
 
 log = logging.getLogger(__name__)
 
+# Samples drawn with one noise seed; a pool grown in steps of this size draws the same samples as
+# one grown all at once (the seed of each batch is its emotion and its first sample's index).
+SAMPLE_BATCH = 64
+
 
 def mel_params(features: DictConfig) -> MelParams:
     return MelParams(**{k: features[k] for k in ("sr", "n_fft", "hop_length", "n_mels", "fmin", "fmax", "top_db", "ref")})
@@ -39,7 +43,7 @@ def noise_seed(seed: int, label: int, start: int) -> int:
 
 def sample_spectrograms(generators: dict, counts: dict[int, int], frames: int, n_mels: int, sampler: str,
                         steps: int, guidance: float, seed: int, start: dict[int, int] | None = None,
-                        batch: int = 64) -> tuple[torch.Tensor, list[int]]:
+                        batch: int = SAMPLE_BATCH) -> tuple[torch.Tensor, list[int]]:
     """`counts[k]` new spectrograms of emotion k (dB, (n, 1, n_mels, frames)) and their labels.
     `start[k]`: how many emotion-k samples this generator and seed already gave (a pool being
     grown), so the new ones are new."""
