@@ -136,7 +136,7 @@ def _grow(cfg, data: LabelledClips, pool_path: Path, needed: dict[int, int], kee
           frames: int) -> tuple[float, int]:
     """Sample until the pool has `needed` usable samples per emotion (or MAX_POOL_FACTOR x that many
     in all). Returns (seconds spent sampling, samples added)."""
-    s, emotions = cfg.generator.sampling, data.emotions
+    s, emotions, device = cfg.generator.sampling, data.emotions, inference_device(cfg.hardware)
     spent, added, generators = 0.0, 0, None
     while True:
         if pool_path.is_file():
@@ -159,14 +159,13 @@ def _grow(cfg, data: LabelledClips, pool_path: Path, needed: dict[int, int], kee
         if info is not None:
             _check_same_sampling(pool_path, info, s, cfg.generator.seed)
         if generators is None:
-            device = inference_device(cfg.hardware)
             generators = load_generators(cfg.generator.dir, emotions, device=device)
         log.info("sampling %d more synthetic spectrograms (%s) into %s", sum(todo.values()),
                  ", ".join(f"{emotions[k]} {n}" for k, n in todo.items()), pool_path)
         if info is None:
             meta = next(iter(generators.values()))[0].metadata
             info = pool_info(meta, emotions, s.sampler, s.steps, s.guidance, cfg.generator.seed, frames,
-                             inference_device(cfg.hardware), cfg.generator.dir)
+                             device, cfg.generator.dir)
         # One batch at a time, saved every CHECKPOINT_EVERY_S: a big pool (a strict filter at full
         # data takes an hour of CPU) is not lost to a killed job; the next run starts where it stopped.
         batches = [(k, first, min(SAMPLE_BATCH, n - first)) for k, n in todo.items() for first in range(0, n, SAMPLE_BATCH)]
