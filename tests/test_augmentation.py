@@ -446,6 +446,7 @@ def test_a_killed_pool_sampling_resumes_where_it_was_saved(tmp_path, monkeypatch
 
     class FakeGenerator:  # the noise is the sample: each batch is fixed by its seed
         metadata = {"train_speakers": ["a"], "train_fraction": 1.0, "n_train_clips": 3, "image_size": 8}
+        device, inference_precision = torch.device("cpu"), "32-true"
         calls = 0
         fail_at = None
 

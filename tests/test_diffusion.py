@@ -81,6 +81,20 @@ def test_each_sampler(trained, sampler, steps):
     assert not torch.equal(guided, a)
 
 
+def test_guidance_in_one_batch_is_the_two_pass_formula(trained):
+    """The conditional and "no emotion" passes go through the UNet as one batch; the result must be
+    the classifier-free guidance formula computed with two separate passes."""
+    model, _, _ = trained
+    assert model.inference_precision == "32-true"  # bf16 only on a GPU
+    x, t, labels = torch.randn(3, 1, 16, 16), torch.tensor(500), torch.tensor([0, 1, 1])
+    with torch.no_grad():
+        cond = model.unet(x, t, class_labels=labels).sample
+        uncond = model.unet(x, t, class_labels=torch.full_like(labels, 2)).sample
+        batched = model._eps(x, t, labels, guidance=2.5)
+        assert torch.allclose(batched, uncond + 2.5 * (cond - uncond), atol=1e-5)
+        assert torch.allclose(model._eps(x, t, labels, guidance=1.0), cond, atol=1e-6)
+
+
 def test_enhance(trained):
     model, _, _ = trained
     x0 = torch.rand(2, 1, 16, 16) * 2 - 1

@@ -163,9 +163,8 @@ def _grow(cfg, data: LabelledClips, pool_path: Path, needed: dict[int, int], kee
         log.info("sampling %d more synthetic spectrograms (%s) into %s", sum(todo.values()),
                  ", ".join(f"{emotions[k]} {n}" for k, n in todo.items()), pool_path)
         if info is None:
-            meta = next(iter(generators.values()))[0].metadata
-            info = pool_info(meta, emotions, s.sampler, s.steps, s.guidance, cfg.generator.seed, frames,
-                             device, cfg.generator.dir)
+            info = pool_info(next(iter(generators.values()))[0], emotions, s.sampler, s.steps, s.guidance,
+                             cfg.generator.seed, frames, cfg.generator.dir)
         # One batch at a time, saved every CHECKPOINT_EVERY_S: a big pool (a strict filter at full
         # data takes an hour of CPU) is not lost to a killed job; the next run starts where it stopped.
         batches = [(k, first, min(SAMPLE_BATCH, n - first)) for k, n in todo.items() for first in range(0, n, SAMPLE_BATCH)]

@@ -69,8 +69,8 @@ def sample_set(cfg: DictConfig, emotions: list[str], frames: int, n_mels: int, d
     mels, labels = sample_spectrograms(generators, {k: s.n_per_emotion for k in generators}, frames, n_mels,
                                        s.sampler, s.steps, s.guidance, cfg.seed)
     seconds = time.time() - started
-    meta = next(iter(generators.values()))[0].metadata
-    info = pool_info(meta, emotions, s.sampler, s.steps, s.guidance, cfg.seed, frames, device, cfg.generator.dir)
+    info = pool_info(next(iter(generators.values()))[0], emotions, s.sampler, s.steps, s.guidance, cfg.seed, frames,
+                     cfg.generator.dir)
     info.update(n_per_emotion=s.n_per_emotion, seconds_per_sample=seconds / len(labels))
     path = save_synthetic_set(syn_dir / FILENAME, mels, labels, info)
     plot_sample_grids(mels, labels, emotions, syn_dir)
@@ -80,16 +80,18 @@ def sample_set(cfg: DictConfig, emotions: list[str], frames: int, n_mels: int, d
     return path
 
 
-def pool_info(generator_meta: dict, emotions: list[str], sampler: str, steps: int, guidance: float, seed: int,
-              frames: int, device: str, generator_dir) -> dict:
+def pool_info(generator, emotions: list[str], sampler: str, steps: int, guidance: float, seed: int,
+              frames: int, generator_dir) -> dict:
     """What a synthetic set's file records about its samples: fold safety (the generator's exact
     training speakers, training fraction and training clips) and how they were drawn."""
-    return {"emotions": emotions, "train_speakers": generator_meta["train_speakers"], "sampler": sampler,
+    meta = generator.metadata
+    return {"emotions": emotions, "train_speakers": meta["train_speakers"], "sampler": sampler,
             "steps": int(steps), "guidance": float(guidance), "seed": int(seed), "frames": int(frames),
-            "train_fraction": generator_meta["train_fraction"], "n_train_clips": generator_meta["n_train_clips"],
-            "train_clips_digest": generator_meta.get("train_clips_digest"),
-            "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-            "generator_dir": str(generator_dir), "image_size": generator_meta["image_size"]}
+            "train_fraction": meta["train_fraction"], "n_train_clips": meta["n_train_clips"],
+            "train_clips_digest": meta.get("train_clips_digest"),
+            "device": torch.cuda.get_device_name(generator.device) if generator.device.type == "cuda" else "cpu",
+            "precision": generator.inference_precision,
+            "generator_dir": str(generator_dir), "image_size": meta["image_size"]}
 
 
 def enhance_clips(cfg: DictConfig, data: LabelledClips, split: Split, device: str) -> Path:
