@@ -35,34 +35,46 @@ def _tiny_whisper(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def _tiny_wav2vec2(path: Path) -> Path:
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+def _tiny_wav2vec_family(path: Path, kind: str = "wav2vec2", **extra) -> Path:
+    """A tiny random wav2vec 2.0, HuBERT, WavLM or data2vec-audio model: the same waveform front end
+    (Wav2Vec2FeatureExtractor), different transformer stacks."""
+    from transformers import AutoConfig, AutoModel, Wav2Vec2FeatureExtractor
 
     torch.manual_seed(0)
-    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-                            conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=4,
-                            num_conv_pos_embedding_groups=2)
-    Wav2Vec2Model(config).save_pretrained(path)
+    config = AutoConfig.for_model(kind, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                  conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=4,
+                                  num_conv_pos_embedding_groups=2, **extra)
+    AutoModel.from_config(config).save_pretrained(path)
     Wav2Vec2FeatureExtractor(sampling_rate=16000).save_pretrained(path)
     return path
+
+
+WAV2VEC_FAMILY = {"wav2vec2": {}, "wav2vec2_stable_norm": {"do_stable_layer_norm": True}, "hubert": {},
+                  "wavlm": {"num_buckets": 8, "max_bucket_distance": 20}, "data2vec-audio": {"conv_pos_kernel_size": 4}}
 
 
 @pytest.fixture(scope="module")
 def encoders(tmp_path_factory):
     root = tmp_path_factory.mktemp("encoders")
-    return {"whisper": _tiny_whisper(root / "whisper"), "wav2vec2": _tiny_wav2vec2(root / "wav2vec2")}
+    built = {"whisper": _tiny_whisper(root / "whisper")}
+    for key, extra in WAV2VEC_FAMILY.items():
+        built[key] = _tiny_wav2vec_family(root / key, key.removesuffix("_stable_norm"), **extra)
+    return built
 
 
 def test_every_hidden_layer_at_native_length(encoders, tmp_path):
-    whisper, w2v = SpeechEncoder(str(encoders["whisper"])), SpeechEncoder(str(encoders["wav2vec2"]))
+    whisper = SpeechEncoder(str(encoders["whisper"]))
     for seconds in (1.0, 2.5):
         wav = write_wav(tmp_path / f"{seconds}.wav", tone(seconds))
         x = whisper.compute(str(wav))
         # embeddings + 2 layers, width 16, one frame per 20 ms (not Whisper's fixed 30-s window)
         assert x.shape == (3, 16, int(seconds * 50)) and x.dtype == np.float16
         np.testing.assert_array_equal(x, whisper.compute(str(wav)))  # deterministic
-        y = w2v.compute(str(wav))
-        assert y.shape[:2] == (3, 16) and abs(y.shape[2] - seconds * 16000 / 20) <= 2  # this tiny CNN strides 20
+        for kind in WAV2VEC_FAMILY:  # the waveform encoders, through AutoModel / AutoFeatureExtractor
+            encoder = SpeechEncoder(str(encoders[kind]))
+            y = encoder.compute(str(wav))
+            assert y.shape[:2] == (3, 16) and abs(y.shape[2] - seconds * 16000 / 20) <= 2, kind  # this tiny CNN strides 20
+            assert np.isfinite(y.astype(np.float32)).all() and encoder.describe()["model_type"] == kind.removesuffix("_stable_norm")
     assert whisper.describe()["model_type"] == "whisper" and whisper.sr == 16000
 
 
@@ -266,13 +278,18 @@ def test_view_weights_balance_the_fused_views():
 def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):
     from ser.models.finetune import EncoderFinetune
 
-    for kind, x in (("whisper", torch.randn(2, 1, 80, 101)), ("wav2vec2", torch.randn(2, 1, 1, 16000))):
+    for kind in ("whisper", *WAV2VEC_FAMILY):
+        x = torch.randn(2, 1, 80, 101) if kind == "whisper" else torch.randn(2, 1, 1, 16000)
         net = EncoderFinetune(4, name=str(encoders[kind]), train_layers=1, layer_decay=0.5)
         trainable = {n for n, p in net.named_parameters() if p.requires_grad}
-        assert trainable and all(n.startswith("probe.") or ".layers.1." in n or n.split(".")[-2] == "layer_norm"
-                                 for n in trainable), sorted(trainable)
-        assert not any(".layers.0." in n or "conv" in n or "feature_extractor" in n or "embed_positions" in n
-                       for n in trainable)
+        # The top layer, and for Whisper the layer norm after it. The base wav2vec-family models'
+        # norm sits before the first layer and must stay frozen with it; the large ones'
+        # (do_stable_layer_norm) is not on the path of the hidden states the head reads.
+        final_norm = "encoder.layer_norm." if kind == "whisper" else None
+        top = "encoder.layers.1." if kind == "whisper" else "encoder.encoder.layers.1."
+        assert trainable and all(n.startswith(("probe.", top) + ((final_norm,) if final_norm else ())) for n in trainable), \
+            (kind, sorted(trainable))
+        assert final_norm is None or {f"{final_norm}weight", f"{final_norm}bias"} <= trainable, kind
         groups = net.param_groups(1e-3)
         assert [g["lr"] for g in groups] == [1e-3, 5e-4]
         assert sum(len(g["params"]) for g in groups) == len(trainable)
@@ -281,8 +298,8 @@ def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(enco
         if kind == "whisper":
             assert hidden.shape[3] == 50  # 101 mel frames -> 100 -> 50 encoder frames, not Whisper's 1500
         net(x).sum().backward()
-        assert all(p.grad is not None for n, p in net.named_parameters() if n in trainable and "layer_weights" not in n)
-        assert all(p.grad is None for n, p in net.named_parameters() if n not in trainable)
+        assert all(p.grad is not None for n, p in net.named_parameters() if n in trainable and "layer_weights" not in n), kind
+        assert all(p.grad is None for n, p in net.named_parameters() if n not in trainable), kind
     with pytest.raises(ConfigError, match="this encoder has 2 layers"):
         EncoderFinetune(4, name=str(encoders["whisper"]), train_layers=3)
 

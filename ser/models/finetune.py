@@ -68,7 +68,12 @@ class EncoderFinetune(nn.Module):
         return self.encoder.layers if self.whisper else self.encoder.encoder.layers
 
     def _final_norm(self) -> nn.Module:
-        return self.encoder.layer_norm if self.whisper else self.encoder.encoder.layer_norm
+        """The layer norm after the top layer that the head reads, which learns with that layer:
+        Whisper's. The wav2vec-family models have none to learn. The base wav2vec 2.0, HuBERT, WavLM
+        and data2vec-audio models put theirs before the first layer, where training it would shift
+        every frozen layer's input; the hidden states transformers returns for the large ones
+        (do_stable_layer_norm) are the layers' own outputs, before their final norm."""
+        return self.encoder.layer_norm if self.whisper else nn.ModuleList()  # an empty list: no parameters
 
     def encoder_config(self) -> dict:
         """The architecture, for model.json: prediction rebuilds the network from it."""
@@ -93,7 +98,7 @@ class EncoderFinetune(nn.Module):
 
     def param_groups(self, lr: float) -> list[dict]:
         """Layer-wise learning-rate decay: the head at `lr`, the k-th trainable layer from the top
-        (and the final norm with the top layer) at lr x layer_decay^(k+1). Frozen weights are left out."""
+        (and the final norm, where there is one, with the top layer) at lr x layer_decay^(k+1). Frozen weights are left out."""
         groups = [{"params": list(self.probe.parameters()), "lr": lr, "lr_scale": 1.0}]
         layers = self._transformer_layers()
         for k in range(self.train_layers):
