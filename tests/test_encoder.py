@@ -3,6 +3,7 @@ transformers configs (the code path hub models take), one fast check of the shar
 the encoder probe and the linear probe through train -> export -> predict."""
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,30 @@ def test_the_cache_is_keyed_by_the_weights_not_the_name(encoders, tmp_path):
 def test_a_missing_encoder_names_the_option_to_set(tmp_path):
     with pytest.raises(PretrainedWeightsUnavailable, match="features.encoder.name"):
         SpeechEncoder(str(tmp_path / "no-such-model")).describe()
+
+
+def test_a_hub_id_loads_offline_from_the_hugging_face_cache(encoders, tmp_path):
+    """The presets name `openai/whisper-tiny.en`: with the model in a Hugging Face cache and no
+    network (HF_HUB_OFFLINE=1), the hub id loads like a local directory, and an id that is not
+    cached fails naming the option to set. A fresh process, since the hub reads its cache path at
+    import."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = tmp_path / "hub" / "models--openai--whisper-tiny.en"
+    shutil.copytree(encoders["whisper"], repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    script = ("from ser.errors import PretrainedWeightsUnavailable\n"
+              "from ser.features.encoder import SpeechEncoder\n"
+              "print(SpeechEncoder('openai/whisper-tiny.en').describe()['weights_digest'])\n"
+              "try:\n    SpeechEncoder('openai/whisper-base').describe()\n"
+              "except PretrainedWeightsUnavailable as err:\n    print('features.encoder.name' in str(err))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [SpeechEncoder(str(encoders["whisper"])).digest, "True"]
 
 
 @pytest.mark.skipif(not SHARED_TINY_EN.is_dir(), reason="../shared/models/whisper-tiny.en is not beside the checkout")
