@@ -329,6 +329,19 @@ def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(enco
         EncoderFinetune(4, name=str(encoders["whisper"]), train_layers=3)
 
 
+def test_fine_tuning_sees_every_layer_although_the_config_drops_layers(tmp_path):
+    """Hub wav2vec-family configs train with LayerDrop (transformers' default 0.1); a skipped layer
+    would be missing from the hidden states the head weighs, so fine-tuning turns it off."""
+    from ser.models.finetune import EncoderFinetune
+
+    net = EncoderFinetune(4, name=str(_tiny_wav2vec_family(tmp_path / "w2v", layerdrop=0.9)), train_layers=1).train()
+    assert net.encoder.config.layerdrop == 0.0
+    for _ in range(5):  # with LayerDrop 0.9 nearly every batch would lose a layer
+        assert net.hidden_layers(torch.randn(2, 1, 1, 4000)).shape[1] == 3
+    spec = net.encoder_config()
+    assert EncoderFinetune(4, name="exported", pretrained=False, encoder_config={**spec, "layerdrop": 0.5}).encoder.config.layerdrop == 0.0
+
+
 def test_one_cycle_gives_each_layer_group_its_own_peak(encoders):
     model = EmotionClassifier(
         backbone={"arch": "encoder_finetune", "name": str(encoders["whisper"]), "pretrained": True, "train_layers": 2,

@@ -27,6 +27,16 @@ from ser.features.encoder import whisper_at_length
 from ser.models.probe import EncoderProbe
 
 
+def without_layerdrop(config):
+    """The config with LayerDrop off. The head reads every layer's hidden state, and a layer that
+    LayerDrop skips is missing from them (the wav2vec-family configs on the hub train with it:
+    transformers' default is 0.1), so the head would see fewer layers than it weighs."""
+    for key in ("layerdrop", "encoder_layerdrop"):  # wav2vec 2.0, HuBERT, WavLM, data2vec-audio; Whisper
+        if hasattr(config, key):
+            setattr(config, key, 0.0)
+    return config
+
+
 class EncoderFinetune(nn.Module):
     def __init__(self, num_classes: int, name: str, train_layers: int = 2, layer_decay: float = 0.8,
                  pretrained: bool = True, encoder_config: dict | None = None, in_chans: int = 1,
@@ -36,8 +46,8 @@ class EncoderFinetune(nn.Module):
         super().__init__()
         if pretrained:
             try:
-                config = AutoConfig.from_pretrained(name)
-                model = AutoModel.from_pretrained(name, dtype=torch.float32)
+                config = without_layerdrop(AutoConfig.from_pretrained(name))
+                model = AutoModel.from_pretrained(name, config=config, dtype=torch.float32)
             except (OSError, ValueError) as err:
                 raise PretrainedWeightsUnavailable(
                     f"cannot load the speech encoder {name!r} to fine-tune ({type(err).__name__}: "
@@ -46,7 +56,7 @@ class EncoderFinetune(nn.Module):
         else:
             if not encoder_config:
                 raise ConfigError("encoder_finetune without pretrained weights needs encoder_config (an exported run's model.json has it)")
-            config = AutoConfig.for_model(**encoder_config)
+            config = without_layerdrop(AutoConfig.for_model(**encoder_config))
             model = AutoModel.from_config(config, dtype=torch.float32)
         self.encoder = model.get_encoder() if config.is_encoder_decoder else model
         self.whisper = config.model_type == "whisper"
