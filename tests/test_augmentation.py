@@ -225,14 +225,14 @@ def test_audio_augmentation_is_seeded_per_clip_and_variant():
 
 @pytest.mark.slow
 def test_aug_audio_feeds_networks_and_linear_probes_on_encoders(tmp_path, cache_dir):
-    from test_encoder import _tiny_wav2vec2
+    from test_encoder import _tiny_wav2vec_family
 
     cache = f"paths.cache_dir={cache_dir}"
     net = train(*TINY, cache, "logger=none", "aug=audio", "aug.audio.variants=1", output_dir=tmp_path / "mel")
     assert net["audio_augmentation"]["n_used"] == net["n_train"] == 24 and net["audio_augmentation"]["skipped"] == []
     assert list(cache_dir.glob("features/mel-audio-*"))
 
-    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    encoder = _tiny_wav2vec_family(tmp_path / "w2v2")
     probe = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", cache,
              f"features.encoder.name={encoder}", "model=encoder_linear", "model.search={C:[0.01,1.0]}",
              "evaluation.n_bootstrap=20"]
@@ -246,9 +246,9 @@ def test_aug_audio_feeds_networks_and_linear_probes_on_encoders(tmp_path, cache_
 
 @pytest.mark.slow
 def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
-    from test_encoder import _tiny_wav2vec2
+    from test_encoder import _tiny_wav2vec_family
 
-    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    encoder = _tiny_wav2vec_family(tmp_path / "w2v2")
     base = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", f"paths.cache_dir={tmp_path / 'c'}",
             f"features.encoder.name={encoder}", "model=encoder_linear", "evaluation.n_bootstrap=20", *TINY_DIFFUSION,
             "hardware.progress_bar=false"]
@@ -285,14 +285,14 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     """Copies of the training clips sit as close to them as new real speakers and are classified as
     the probe learned them; noise sits far away and gets chance-level UA."""
     from conftest import compose_config
-    from test_encoder import _tiny_wav2vec2
+    from test_encoder import _tiny_wav2vec_family
     from ser.data.build import prepare
     from ser.data.datamodule import ExtraClips
     from ser.diffusion.assess_encoded import assess_in_classifier_space
     from ser.diffusion.selection import ProbeJudge
     from ser.models.classical import fit_predict_classical
 
-    encoder = _tiny_wav2vec2(tmp_path / "w2v2")
+    encoder = _tiny_wav2vec_family(tmp_path / "w2v2")
     cfg = compose_config("train", "dataset.n_speakers=6", "dataset.clips_per_speaker_emotion=3", "features=encoder",
                          f"paths.cache_dir={tmp_path / 'c'}", f"features.encoder.name={encoder}", "model=encoder_linear",
                          "model.search=null", output_dir=tmp_path / "run")
@@ -376,9 +376,9 @@ def test_a_generator_of_whisper_inputs_feeds_the_encoder_directly(tmp_path):
     _, info = load_edits(report["path"])
     for x, source in zip(extra.features, info["sources"]):
         assert torch.allclose(x.float(), data.features[index[source]].float(), atol=2e-2)
-    from test_encoder import _tiny_wav2vec2
+    from test_encoder import _tiny_wav2vec_family
 
-    w2v2 = _tiny_wav2vec2(tmp_path / "w2v2")
+    w2v2 = _tiny_wav2vec_family(tmp_path / "w2v2")
     with pytest.raises(ValueError, match="is not a Whisper encoder"):
         train(*[b for b in base if "encoder.name" not in b], f"features.encoder.name={w2v2}", "aug=ddpm", output_dir=tmp_path / "w")
 
