@@ -36,6 +36,13 @@ _LOADED: dict[str, tuple] = {}  # name -> (feature extractor, encoder, digest): 
 _EXTRACTORS: dict[str, tuple] = {}  # name -> (feature extractor, model type): no weights read
 
 
+def fingerprint_without_name(described: dict) -> str:
+    """A front end's cache key: its settings and the digest of its weights or extractor, not the
+    name, so the same weights under another path or hub id share the cache."""
+    keyed = {k: v for k, v in described.items() if k != "name"}
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def load_encoder(name: str):
     """(feature extractor, frozen encoder in eval mode, weights digest) for a hub id or a local dir."""
     if name not in _LOADED:
@@ -149,9 +156,7 @@ class SpeechEncoder:
         return described
 
     def fingerprint(self) -> str:
-        # Not the name: the same weights under another path or hub id share the cache.
-        keyed = {k: v for k, v in self.describe().items() if k != "name"}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint_without_name(self.describe())
 
     def from_signal(self, y: np.ndarray) -> np.ndarray:
         if self.trim_db is not None:
@@ -235,8 +240,7 @@ class EncoderInput:
                 "version": self.version}
 
     def fingerprint(self) -> str:
-        keyed = {k: v for k, v in self.describe().items() if k != "name"}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint_without_name(self.describe())
 
     def from_signal(self, y: np.ndarray) -> np.ndarray:
         return encoder_input(self.name, y)
@@ -246,36 +250,17 @@ class EncoderInput:
 
 
 @dataclass(frozen=True)
-class WhisperInputDb:
+class WhisperInputDb(EncoderInput):
     """Front end: Whisper's input log-mel (80 bands, 16 kHz, 10 ms hop) as dB relative to the clip's
     peak, [-80, 0] (`whisper_input_to_db`), what a generator of Whisper inputs learns
     (diffusion.space: encoder_input)."""
 
-    name: str
-    min_duration: float = 0.25
-    max_duration: float = 30.0
-    version: int = 1
     kind: str = "whisper_input_db"
 
-    @property
-    def inner(self) -> EncoderInput:
-        return EncoderInput(self.name, self.min_duration, self.max_duration)
-
-    @property
-    def sr(self) -> int:
-        return self.inner.sr
-
     def describe(self) -> dict:
-        return {**self.inner.describe(), "scale": "40 * (x - max x): dB relative to the peak", "version": self.version}
-
-    def fingerprint(self) -> str:
-        keyed = {k: v for k, v in self.describe().items() if k != "name"}
-        return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
+        return {**super().describe(), "scale": "40 * (x - max x): dB relative to the peak"}
 
     def from_signal(self, y: np.ndarray) -> np.ndarray:
         if load_extractor(self.name)[1] != "whisper":
             raise ConfigError(f"diffusion.space=encoder_input models Whisper's log-mel input; {self.name} is not Whisper")
         return whisper_input_to_db(encoder_input(self.name, y))
-
-    def compute(self, path: str) -> np.ndarray:
-        return self.from_signal(load_audio(path, sr=self.sr, min_duration=self.min_duration, max_duration=self.max_duration))
