@@ -358,7 +358,7 @@ def test_a_generator_of_whisper_inputs_feeds_the_encoder_directly(tmp_path):
     from test_encoder import _tiny_whisper
     from ser.data.build import prepare
     from ser.diffusion.sdedit import load_edits
-    from ser.jobs.train import generated_for_encoder
+    from ser.diffusion.encoder_mixing import generated_for_encoder
 
     encoder = _tiny_whisper(tmp_path / "whisper")
     base = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", f"paths.cache_dir={tmp_path / 'c'}",

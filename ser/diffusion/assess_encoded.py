@@ -15,6 +15,8 @@ speech, against its UA on the held-out speakers.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import StandardScaler
@@ -24,6 +26,8 @@ from ser.evaluation import quality as q
 from ser.evaluation.metrics import classification_metrics
 from ser.models.classical import classifier_views, predict_extra
 from ser.models.linear_model import LinearModel
+
+log = logging.getLogger(__name__)
 
 KNN_K = 3
 EMBED_DIM = 32  # principal components of the probe's input the distances are taken in
@@ -88,3 +92,15 @@ def assess_in_classifier_space(cfg, data, split, generated: ExtraClips, real_onl
         "real_classifier_on_heldout": {"ua": on_held["ua"]},
         "ua_ratio": on_gen["ua"] / on_held["ua"] if on_held["ua"] > 0 else None,
     }
+
+
+def log_classifier_space_quality(report: dict) -> None:
+    if "skipped" in report:
+        log.info("generated clips' quality in the classifier's space not measured: %s", report["skipped"])
+        return
+    on = report["real_classifier_on_generated"]
+    log.info("generated clips in the classifier's space: Frechet distance %.1f from the training clips (held-out real "
+             "speakers %.1f, ratio %.1f); precision/recall %.2f/%.2f (held-out %.2f/%.2f); the real-only probe's UA on them "
+             "%.3f (on held-out speakers %.3f)", report["frechet"]["generated_vs_train"], report["frechet"]["heldout_vs_train"],
+             report["frechet_ratio"], *report["precision_recall"]["generated"].values(),
+             *report["precision_recall"]["heldout"].values(), on["ua"], report["real_classifier_on_heldout"]["ua"])

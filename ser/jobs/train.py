@@ -6,46 +6,36 @@ held-out speakers, results, trackers.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.utilities import rank_zero_only
 
 from ser.config import check_train_config
-from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare, same_clips_with
+from ser.data.build import DIGESTS, augmented_clips, front_end_from, functionals_front_end, prepare
 from ser.data.corpora import label_mapping
-from ser.data.datamodule import ExtraClips, SERDataModule
-from ser.diffusion.assess_encoded import assess_in_classifier_space
-from ser.diffusion.encoded import encode_spectrograms, encode_whisper_inputs
-from ser.diffusion.mixing import (draw_synthetic, edited_training_set, fold_edits, synthetic_training_set, wants_edits,
-                                 wants_synthetic)
-from ser.diffusion.selection import CLASSIFIER_JUDGE, ProbeJudge
-from ser.diffusion.synthetic_set import SYNTHETIC_SPEAKER
+from ser.data.datamodule import SERDataModule
+from ser.diffusion.assess_encoded import assess_in_classifier_space, log_classifier_space_quality
+from ser.diffusion.encoder_mixing import generated_for_encoder
+from ser.diffusion.mixing import edited_training_set, synthetic_training_set, wants_edits, wants_synthetic
 from ser.environment import describe_environment
-from ser.errors import ConfigError
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
 from ser.evaluation.plots import plot_confusion, plot_layer_weights
+from ser.features.smile import SmileFunctionals
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
 from ser.io import write_json
-from ser.features.encoder import EncoderInput, WhisperInputDb, load_extractor
-from ser.features.mel import LogMel
-from ser.features.smile import SmileFunctionals
-from ser.models.classical import fit_predict_classical, input_names
+from ser.jobs.resume import completed_results, sole_writer
 from ser.models.backbones import learned_layer_weights
+from ser.models.classical import fit_predict_classical, input_names
 from ser.models.classifier import EmotionClassifier
 from ser.models.export import export_classifier, predict_proba
-from ser.models.linear_model import LinearModel
 from ser.tracking import finish, log_test_results
 
 log = logging.getLogger(__name__)
@@ -56,32 +46,8 @@ def run_experiment(cfg: DictConfig, arm: dict | None = None) -> dict | None:
     non-zero DDP ranks). `arm`: the run's identity within a sweep (ser.experiment.arm_of)."""
     check_train_config(cfg)
     run_dir = Path(cfg.paths.output_dir)
-    with _sole_writer(run_dir):
+    with sole_writer(run_dir):
         return _run(cfg, run_dir, arm)
-
-
-@contextmanager
-def _sole_writer(run_dir: Path):
-    """Refuse a run dir that another live process is running in. Two sweeps started into one folder
-    at the same moment (hydra.sweep.dir given twice) would otherwise both pass the resume check and
-    overwrite each other's checkpoints and results.json without a word. The OS releases the lock
-    when its process dies, so a killed run never leaves its folder locked. DDP ranks other than 0
-    run in their rank-0 process's folder and take no lock."""
-    if rank_zero_only.rank != 0:
-        yield
-        return
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(run_dir / ".run.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise ConfigError(f"{run_dir} is in use by another running process (two sweeps into one folder?). "
-                          "Give each its own hydra.sweep.dir, or rerun into this one once the other has finished "
-                          "(it will skip the runs that are complete)") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
@@ -118,7 +84,7 @@ def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
             # How this probe sees the generated clips, judged by the same probe on real clips alone.
             generated["quality_in_classifier_space"] = assess_in_classifier_space(
                 cfg, data, split, copies, real_only, real_probs, seed=cfg.seed)
-            _log_generated_quality(generated["quality_in_classifier_space"])
+            log_classifier_space_quality(generated["quality_in_classifier_space"])
         extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
         extra["synthetic"] = generated
         loggers = []
@@ -140,55 +106,6 @@ def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
     log.info("UA %.3f (95%% CI %.3f-%.3f), WA %.3f, macro-F1 %.3f -> %s", results["metrics"]["ua"],
              *results["metrics"]["ua_ci95"], results["metrics"]["wa"], results["metrics"]["macro_f1"], run_dir / "results.json")
     return results
-
-
-# Settings that change how a run is executed or logged, not what it measures: a finished run
-# still counts as this run when only these differ (another machine, more workers, W&B on).
-EXECUTION_KEYS = ("hardware", "logger", "callbacks", "resume", "paths", "features.workers")
-
-
-def _measured(config: dict) -> dict:
-    out = {k: v for k, v in config.items() if k not in EXECUTION_KEYS}
-    for dotted in (k for k in EXECUTION_KEYS if "." in k):
-        group, key = dotted.split(".", 1)
-        if isinstance(out.get(group), dict) and key in out[group]:
-            out[group] = {k: v for k, v in out[group].items() if k != key}
-    return out
-
-
-def completed_results(cfg: DictConfig, run_dir: Path) -> dict | None:
-    """The results of this exact run if `run_dir` already holds them (a rerun of a sweep into the
-    same folder after a crash, a kill or a preempted cluster job), else None. results.json is
-    written last and atomically, so its presence means the run finished. A run dir that holds a
-    *different* run's results is refused: silently mixing two sweeps would corrupt both."""
-    path = run_dir / "results.json"
-    if not path.is_file():
-        return None
-    try:
-        done = json.loads(path.read_text())
-    except (OSError, ValueError):
-        log.warning("%s is unreadable; rerunning the run", path)
-        return None
-    then, now = _measured(done.get("config", {})), _measured(OmegaConf.to_container(cfg, resolve=True))
-    if then != now:
-        differ = ", ".join(_differences(then, now)[:8])
-        raise ConfigError(f"{run_dir} already holds the results of a different run (its config differs in: {differ}). "
-                          "Sweep into a new folder (hydra.sweep.dir=...), or set resume=false to overwrite it")
-    return done
-
-
-def _differences(then: dict, now: dict, prefix: str = "") -> list[str]:
-    """The dotted keys where two configs differ, each as `key=old->new`. A key the old run lacks
-    (added to ser since) shows as `key=(absent)->value`: the user can judge whether it changes
-    what the old run measured."""
-    out = []
-    for key in sorted(set(then) | set(now)):
-        a, b = then.get(key, "(absent)"), now.get(key, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}={a}->{b}")
-    return out
 
 
 def _front_end_spec(cfg) -> dict:
@@ -286,70 +203,6 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         "audio_augmentation": _audio_report(cfg, copies),
     }
     return y_prob, extra, loggers
-
-
-def generated_for_encoder(cfg, data, split, real_only: LinearModel | None = None) -> tuple[ExtraClips, dict]:
-    """aug=ddpm / aug=sdedit for a linear probe on a speech encoder. The fold's generator models
-    log-mels of the same clips (diffusion.space=mel: its spectrograms are voiced, then encoded) or
-    Whisper's own input (encoder_input: encoded directly); ser/diffusion/encoded.py. `real_only`:
-    the probe fitted on the real training clips alone, the filter's judge when
-    aug.synthetic.judge=classifier."""
-    encoder = front_end_from(cfg.features)
-    whisper_space = cfg.diffusion.space == "encoder_input"
-    if whisper_space and load_extractor(encoder.name)[1] != "whisper":
-        raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, and features.encoder.name={encoder.name} "
-                          "is not a Whisper encoder; use a log-mel recipe (diffusion=cpu: voiced, then encoded)")
-    gen_data = same_clips_with(cfg, data, WhisperInputDb(encoder.name) if whisper_space else LogMel())
-    if whisper_space:
-        inputs = same_clips_with(cfg, data, EncoderInput(encoder.name))
-        peak = {c.path: float(x.max()) for c, x in zip(inputs.clips, inputs.features)}
-        # A synthetic clip gets the training clips' typical level; an edited one keeps its source's.
-        typical = float(np.median([peak[data.clips[i].path] for i in split.train]))
-
-        def encode_now(mels, sources):
-            peaks = [typical] * len(mels) if sources is None else [peak[p] for p in sources]
-            return encode_whisper_inputs(mels, peaks, encoder, Path(cfg.generator.synthetic_dir))
-        route = "generated Whisper inputs, encoded directly"
-    else:
-        def encode_now(mels, sources):
-            return encode_spectrograms(mels, encoder, Path(cfg.generator.synthetic_dir))
-        route = "log-mels voiced with Griffin-Lim, then encoded"
-    encoding = {"route": route, "seconds": 0.0}  # the filter's judge encodes the whole pool: counted too
-
-    def encode(mels, sources=None):
-        started = time.time()
-        out = encode_now(mels, sources)
-        encoding["seconds"] = round(encoding["seconds"] + time.time() - started, 1)
-        return out
-    if wants_synthetic(cfg.aug):
-        judge = None
-        if cfg.aug.synthetic.judge == "classifier":
-            if real_only is None:
-                raise ConfigError(f"{CLASSIFIER_JUDGE}, one that exports as a linear map; model={cfg.model.name} "
-                                  "does not. Use aug.synthetic.judge=bands")
-            judge = ProbeJudge(cfg, data, real_only, encode,
-                               f"the run's classifier ({cfg.model.name}) fitted on the real training clips alone, on the samples "
-                               f"encoded as the run feeds them ({route})")
-        mels, labels, report = draw_synthetic(cfg, gen_data, split, cfg.seed, judge=judge)
-        speakers, sources = [SYNTHETIC_SPEAKER] * len(mels), None
-    else:
-        mels, labels, speakers, report = fold_edits(cfg, gen_data, split)
-        sources = report.pop("sources")
-    encoded = encode(mels, sources)
-    report["voiced_and_encoded"] = encoding
-    return ExtraClips(encoded, np.asarray(labels), list(speakers)), report
-
-
-def _log_generated_quality(report: dict) -> None:
-    if "skipped" in report:
-        log.info("generated clips' quality in the classifier's space not measured: %s", report["skipped"])
-        return
-    on = report["real_classifier_on_generated"]
-    log.info("generated clips in the classifier's space: Frechet distance %.1f from the training clips (held-out real "
-             "speakers %.1f, ratio %.1f); precision/recall %.2f/%.2f (held-out %.2f/%.2f); the real-only probe's UA on them "
-             "%.3f (on held-out speakers %.3f)", report["frechet"]["generated_vs_train"], report["frechet"]["heldout_vs_train"],
-             report["frechet_ratio"], *report["precision_recall"]["generated"].values(),
-             *report["precision_recall"]["heldout"].values(), on["ua"], report["real_classifier_on_heldout"]["ua"])
 
 
 def wants_audio(aug) -> bool:
