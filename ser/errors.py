@@ -70,3 +70,7 @@ class ChecksumMismatch(SerError, RuntimeError):
 
 class UnsafeArchive(SerError, RuntimeError):
     """An archive member that would escape the target folder, a link, or an archive too large."""
+
+
+class MissingDependency(SerError, ImportError):
+    """An optional extra that a chosen option needs is not installed; the message names the pip command."""

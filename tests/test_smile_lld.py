@@ -96,3 +96,18 @@ def test_what_only_suits_log_mels_refuses_other_features(tmp_path, cache_dir):
               output_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="log-mel front end"):
         train(*TINY, "features=compare_lld", "aug=ddpm", f"paths.cache_dir={cache_dir}", output_dir=tmp_path / "syn")
+
+
+def test_a_missing_opensmile_stops_the_run_naming_the_install_command(tmp_path, monkeypatch):
+    # Not one clip's fault: the cache must not skip every clip with the same reason.
+    import sys
+
+    from ser.errors import MissingDependency, SerError
+    from ser.features.cache import FeatureCache
+    from ser.features.smile import SmileLLD
+
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # `import opensmile` now raises ImportError
+    clip = write_wav(tmp_path / "a.wav")
+    with pytest.raises(MissingDependency, match=r"pip install -e '\.\[classical\]'") as err:
+        FeatureCache(tmp_path / "cache", SmileLLD()).get_many([str(clip)])
+    assert isinstance(err.value, SerError) and isinstance(err.value, ImportError)

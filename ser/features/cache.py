@@ -20,7 +20,7 @@ import numpy as np
 from filelock import FileLock, Timeout
 from safetensors.numpy import load_file, save_file
 
-from ser.errors import BadAudio
+from ser.errors import BadAudio, MissingDependency
 from ser.io import atomic_path, write_text
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ def _compute_and_store(job) -> str | None:
         features = cache.front_end.compute(path)
     except BadAudio as err:
         return err.reason
+    except MissingDependency:  # not the file's fault: every clip would fail the same way
+        raise
     except Exception as err:  # a decoder crash on one odd file must not stop the corpus
         return f"feature extraction failed ({type(err).__name__}: {err})"
     cache.store(digest, features, source=path)

@@ -15,15 +15,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ser.errors import BadAudio
+from ser.errors import BadAudio, MissingDependency
 from ser.features.audio import load_audio
 
 
-def _smile(feature_set: str, level: str):
+def require_opensmile(what: str = "openSMILE features"):
+    """The opensmile module (an optional extra), or an error naming what needs it and the install command."""
     try:
         import opensmile
     except ImportError:
-        raise ImportError("openSMILE features need the opensmile package: pip install 'ser[classical]'") from None
+        raise MissingDependency(f"{what} needs the opensmile package: pip install -e '.[classical]'") from None
+    return opensmile
+
+
+def _smile(feature_set: str, level: str):
+    opensmile = require_opensmile()
     return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
                            feature_level=getattr(opensmile.FeatureLevel, level))
 

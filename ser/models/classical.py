@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ser.errors import ConfigError, DataError
 from ser.features.cache import FeatureCache
-from ser.features.smile import SmileFunctionals
+from ser.features.smile import SmileFunctionals, require_opensmile
 from ser.models.linear_model import LinearModel, linear_view
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,7 @@ def pooled_layers(features: list, layers) -> np.ndarray:
 
 def _functionals(cfg, data) -> np.ndarray:
     m = cfg.model
-    try:
-        import opensmile  # noqa: F401  (an optional extra)
-    except ImportError:
-        raise ImportError(f"model={m.name} needs openSMILE: pip install 'ser[classical]'") from None
+    require_opensmile(f"model={m.name}")  # before the cache, which would skip every clip for want of it
     front = SmileFunctionals(m.feature_set, cfg.features.sr, cfg.features.min_duration, cfg.features.max_duration)
     cache = FeatureCache(f"{cfg.paths.cache_dir}/features", front)
     paths = [c.path for c in data.clips]
