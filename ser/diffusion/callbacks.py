@@ -52,8 +52,9 @@ class Snapshots(pl.Callback):
     generator.dir=<snapshot>`: the snapshot's own lock, not the fold's, which the training holds).
     A snapshot's metadata is the finished generator's, so the same fold-safety checks apply to it."""
 
-    def __init__(self, every: int, root: Path, sub: str, metadata: dict):
-        self.every, self.root, self.sub, self.metadata = int(every), Path(root), sub, metadata
+    def __init__(self, every: int, root: Path, sub: str, metadata: dict, vae=None):
+        """`vae`: a latent recipe's trained autoencoder, part of every snapshot."""
+        self.every, self.root, self.sub, self.metadata, self.vae = int(every), Path(root), sub, metadata, vae
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -62,6 +63,6 @@ class Snapshots(pl.Callback):
         target = self.root / f"step_{step}" / self.sub
         if (target / "metadata.json").is_file():
             return  # made before an interruption
-        generator = pl_module.to_generator({**self.metadata, "training": {"snapshot_at_step": step}})
+        generator = pl_module.to_generator({**self.metadata, "training": {"snapshot_at_step": step}}, self.vae)
         with atomic_dir(target) as tmp:
             generator.write_into(tmp)

@@ -1,4 +1,5 @@
-"""The DDPM LightningModule: trains a diffusers UNet2DModel to denoise log-mel images.
+"""The DDPM LightningModule: trains a diffusers UNet2DModel to denoise log-mel images (or, in a
+latent recipe, an autoencoder's latents of them: `in_channels` = the latent channels).
 
 One class-conditional UNet serves every emotion (class embeddings; a "null" class used with
 probability `p_uncond` during training enables classifier-free guidance). With `num_classes=0`
@@ -23,11 +24,11 @@ from ser.diffusion.generator import SpectrogramGenerator
 class SpectrogramDDPM(pl.LightningModule):
     def __init__(self, unet: dict, num_classes: int = 0, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", lr: float = 1e-4, p_uncond: float = 0.1, ema_decay: float = 0.0,
-                 snr_gamma: float | None = None):
+                 snr_gamma: float | None = None, in_channels: int = 1):
         super().__init__()
         self.save_hyperparameters()
         # Conditional models get one extra embedding: index num_classes is "no emotion" (for CFG).
-        self.unet = UNet2DModel(in_channels=1, out_channels=1,
+        self.unet = UNet2DModel(in_channels=in_channels, out_channels=in_channels,
                                 num_class_embeds=(num_classes + 1) if num_classes else None, **unet)
         self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
         self.ema = EMAModel(self.unet.parameters(), decay=ema_decay) if ema_decay > 0 else None
@@ -100,13 +101,14 @@ class SpectrogramDDPM(pl.LightningModule):
     def configure_optimizers(self):
         return torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
 
-    def to_generator(self, metadata: dict) -> SpectrogramGenerator:
+    def to_generator(self, metadata: dict, vae=None) -> SpectrogramGenerator:
         """The trained generator, with the EMA weights when they are kept (what gets sampled and
-        saved); `metadata` must name the emotions and the exact training speakers."""
+        saved); `metadata` must name the emotions and the exact training speakers (and, with the
+        latent recipe's autoencoder `vae`, the latents' shift and scale)."""
         unet = copy.deepcopy(self.unet)
         if self.ema is not None:
             self.ema.to(self.device)
             self.ema.copy_to(unet.parameters())
         meta = {**metadata, "num_classes": self.hparams.num_classes, "p_uncond": self.hparams.p_uncond,
                 "ema_decay": self.hparams.ema_decay, "lr": self.hparams.lr, "snr_gamma": self.hparams.snr_gamma}
-        return SpectrogramGenerator(unet.eval(), copy.deepcopy(self.scheduler), meta)
+        return SpectrogramGenerator(unet.eval(), copy.deepcopy(self.scheduler), meta, vae)

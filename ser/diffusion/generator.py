@@ -1,10 +1,13 @@
-"""A trained spectrogram generator: a diffusers UNet2DModel, its noise scheduler and the metadata
-that fold safety is checked against. It samples new log-mel images, edits real ones (SDEdit), and
-is shared the diffusers way:
+"""A trained spectrogram generator: a diffusers UNet2DModel, its noise scheduler, for a latent
+recipe the autoencoder whose latents the UNet denoises, and the metadata that fold safety is
+checked against. It samples new log-mel images, edits real ones (SDEdit), and is shared the
+diffusers way:
 
     <dir>/unet/          UNet2DModel.save_pretrained (safetensors)
     <dir>/scheduler/     DDPMScheduler.save_pretrained
-    <dir>/metadata.json  emotions, the exact training speakers, recipe, training curve
+    <dir>/vae/           AutoencoderKL.save_pretrained (latent recipes only)
+    <dir>/metadata.json  emotions, the exact training speakers, recipe, training curve; for a latent
+                         recipe the latents' shift and scale ("latent")
 
 Sampling is a hand-written loop over a diffusers scheduler because classifier-free guidance needs
 two UNet passes per step (conditional and "no emotion").
@@ -16,7 +19,7 @@ import json
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
 from ser.errors import ConfigError, NotFound, invalid_choice
 from ser.io import atomic_dir
@@ -25,11 +28,13 @@ SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
 
 
 class SpectrogramGenerator:
-    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler, metadata: dict):
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler, metadata: dict, vae: AutoencoderKL | None = None):
         for key in ("emotions", "train_speakers"):
             if key not in metadata:
                 raise ConfigError(f"generator metadata needs {key!r} (fold safety is checked against it)")
-        self.unet, self.scheduler, self.metadata = unet, scheduler, metadata
+        if vae is not None and "latent" not in metadata:
+            raise ConfigError("a latent generator's metadata needs 'latent' (the shift and scale of its latents)")
+        self.unet, self.scheduler, self.metadata, self.vae = unet, scheduler, metadata, vae
 
     @property
     def num_classes(self) -> int:
@@ -41,7 +46,22 @@ class SpectrogramGenerator:
 
     def to(self, device) -> "SpectrogramGenerator":
         self.unet.to(device)
+        if self.vae is not None:
+            self.vae.to(device)
         return self
+
+    # --- latent recipes: the UNet denoises standardised autoencoder latents ---------------------
+    def _to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return images
+        z = self.vae.encode(images.to(self.device)).latent_dist.mode()
+        return (z - self.metadata["latent"]["shift"]) / self.metadata["latent"]["scale"]
+
+    def _to_images(self, x: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            return x.clamp(-1, 1)
+        z = x * self.metadata["latent"]["scale"] + self.metadata["latent"]["shift"]
+        return self.vae.decode(z).sample.clamp(-1, 1)
 
     # --- sharing -----------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> Path:
@@ -56,6 +76,8 @@ class SpectrogramGenerator:
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         self.scheduler.save_pretrained(folder / "scheduler")
+        if self.vae is not None:
+            self.vae.save_pretrained(folder / "vae", safe_serialization=True)
         (folder / "metadata.json").write_text(json.dumps(self.metadata, indent=1))
         return folder
 
@@ -66,8 +88,11 @@ class SpectrogramGenerator:
         if not (path / "metadata.json").is_file():
             raise NotFound(f"no generator at {path} (no metadata.json); train one with generate.py mode=train")
         unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False)
+        vae = None
+        if (path / "vae").is_dir():
+            vae = AutoencoderKL.from_pretrained(path / "vae", use_safetensors=True, low_cpu_mem_usage=False).eval()
         return cls(unet.eval(), DDPMScheduler.from_pretrained(path / "scheduler"),
-                   json.loads((path / "metadata.json").read_text()))
+                   json.loads((path / "metadata.json").read_text()), vae)
 
     # --- inference ---------------------------------------------------------------------------
     def _sampler(self, name: str, steps: int):
@@ -104,21 +129,21 @@ class SpectrogramGenerator:
         for t in timesteps:
             eps = self._eps(sched.scale_model_input(x, t), t, labels, guidance)
             x = sched.step(eps, t, x, generator=generator).prev_sample
-        return x.clamp(-1, 1)
+        return x
 
     def _labels(self, n: int, label: int | None):
         return None if label is None else torch.full((n,), int(label), device=self.device, dtype=torch.long)
 
     @torch.no_grad()
     def sample(self, n: int, label: int | None = None, sampler: str = "ddpm", steps: int | None = None,
-               guidance: float = 1.0, seed: int = 0, size: int | None = None) -> torch.Tensor:
-        """`n` new images in [-1, 1], shape (n, 1, size, size)."""
+               guidance: float = 1.0, seed: int = 0) -> torch.Tensor:
+        """`n` new images in [-1, 1], shape (n, 1, image_size, image_size)."""
         self.unet.eval()
-        size = size or self.unet.config.sample_size
+        c, size = self.unet.config.in_channels, self.unet.config.sample_size
         sched = self._sampler(sampler, steps or self.scheduler.config.num_train_timesteps)
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        x = torch.randn((n, 1, size, size), generator=generator).to(self.device) * sched.init_noise_sigma
-        return self._denoise(x, sched, sched.timesteps, self._labels(n, label), guidance, generator)
+        x = torch.randn((n, c, size, size), generator=generator).to(self.device) * sched.init_noise_sigma
+        return self._to_images(self._denoise(x, sched, sched.timesteps, self._labels(n, label), guidance, generator))
 
     @torch.no_grad()
     def enhance(self, x0: torch.Tensor, label: int | None, strength: float, sampler: str = "ddim", steps: int = 50,
@@ -133,9 +158,10 @@ class SpectrogramGenerator:
         start = steps - max(1, int(round(strength * steps)))
         timesteps = sched.timesteps[start:]
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(x0.shape, generator=generator).to(self.device)
-        x = sched.add_noise(x0.to(self.device), noise, timesteps[:1].repeat(x0.shape[0]))
-        return self._denoise(x, sched, timesteps, self._labels(x0.shape[0], label), guidance, generator)
+        z0 = self._to_latents(x0.to(self.device))
+        noise = torch.randn(z0.shape, generator=generator).to(self.device)
+        x = sched.add_noise(z0, noise, timesteps[:1].repeat(x0.shape[0]))
+        return self._to_images(self._denoise(x, sched, timesteps, self._labels(x0.shape[0], label), guidance, generator))
 
 
 def load_generators(gen_dir: str | Path, emotions: list[str], device: str = "cpu") -> dict:

@@ -1,6 +1,8 @@
 """Train a fold's generator(s) on that fold's training speakers, measuring convergence on its
 validation speakers (held-out denoising loss), resuming a killed training, and save them
-(ser/diffusion/generator.py format; what they record about themselves: ser/diffusion/provenance.py)."""
+(ser/diffusion/generator.py format; what they record about themselves: ser/diffusion/provenance.py).
+A latent recipe (`diffusion.autoencoder`) first trains the fold's autoencoder, then the denoiser on
+its latents."""
 
 from __future__ import annotations
 
@@ -20,6 +22,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
+from diffusers import AutoencoderKL
+
+from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images
 from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
@@ -107,10 +112,12 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     clips the fold has in all (the step budget: step_budget). With `checkpoint_dir`, the training state (weights,
     EMA, optimizer, loop position, loss curve) is saved there after every epoch, and a training of
     the same problem killed earlier continues from its last epoch."""
-    model = SpectrogramDDPM(OmegaConf.to_container(recipe.unet, resolve=True), num_classes=num_classes,
-                            num_train_timesteps=recipe.num_train_timesteps, beta_schedule=recipe.beta_schedule,
-                            lr=recipe.lr, p_uncond=recipe.p_uncond, ema_decay=recipe.ema_decay,
-                            snr_gamma=recipe.get("snr_gamma"))
+    # The grid the UNet sees is the data's: the image, or a latent recipe's latent grid.
+    unet = {**OmegaConf.to_container(recipe.unet, resolve=True), "sample_size": int(images.shape[-1])}
+    model = SpectrogramDDPM(unet, num_classes=num_classes, num_train_timesteps=recipe.num_train_timesteps,
+                            beta_schedule=recipe.beta_schedule, lr=recipe.lr, p_uncond=recipe.p_uncond,
+                            ema_decay=recipe.ema_decay, snr_gamma=recipe.get("snr_gamma"),
+                            in_channels=int(images.shape[1]))
     zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
     y = labels if labels is not None else zeros(len(images))
     loader = DataLoader(TensorDataset(images, y), batch_size=recipe.batch_size, shuffle=True, drop_last=False)
@@ -147,6 +154,55 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     return model, {"curve": curve.rows, "convergence": summary, "budget": budget}
 
 
+def fit_autoencoder(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig, images: torch.Tensor,
+                    val_images: torch.Tensor | None, checkpoint_dir: Path) -> tuple[AutoencoderKL, dict]:
+    """A latent recipe's first stage: the fold's autoencoder (`recipe.autoencoder`), trained for its
+    own step budget on the fold's training images, resumable like the denoiser; returns it and what
+    the generator records about it ("latent": the latents' shift and scale, and the training)."""
+    ae = recipe.autoencoder
+    trained = checkpoint_dir / "trained"
+    # Its own problem: the denoiser's settings may change without retraining it.
+    problem = {"autoencoder": OmegaConf.to_container(ae, resolve=True), "image_size": int(recipe.image_size),
+               "images": list(images.shape), "data_digest": hashlib.sha256(images.numpy().tobytes()).hexdigest()[:16]}
+    resume_from = resumable_checkpoint(checkpoint_dir, problem)
+    if (trained / "metadata.json").is_file():  # the denoiser's training was interrupted, not this one
+        log.info("using the autoencoder trained before an interruption, %s", trained)
+        vae = AutoencoderKL.from_pretrained(trained, use_safetensors=True, low_cpu_mem_usage=False)
+        training = json.loads((trained / "metadata.json").read_text())
+    else:
+        module = SpectrogramAutoencoder(latent_channels=ae.latent_channels, block_out_channels=list(ae.block_out_channels),
+                                        layers_per_block=ae.layers_per_block, norm_num_groups=ae.norm_num_groups,
+                                        image_size=recipe.image_size, lr=ae.lr, kl_weight=ae.kl_weight)
+        loader = DataLoader(TensorDataset(images), batch_size=ae.batch_size, shuffle=True)
+        has_val = val_images is not None and len(val_images) > 0
+        val_loader = DataLoader(TensorDataset(val_images), batch_size=ae.batch_size) if has_val else None
+        curve = LossCurve()
+        fit = build_trainer(OmegaConf.merge(trainer, {"max_epochs": -1, "max_steps": int(ae.max_steps)}), hardware,
+                            callbacks=[curve, ResumeCheckpoint(checkpoint_dir / "last.ckpt")],
+                            limit_val_batches=1.0 if has_val else 0)
+        if resume_from is not None:
+            log.info("resuming the autoencoder training interrupted in %s", checkpoint_dir)
+        fit.fit(module, loader, val_loader, ckpt_path=resume_from, weights_only=True)
+        vae = module.vae.eval()
+        training = {"curve": curve.rows, "steps_trained": int(fit.global_step), "clips": len(images)}
+        if rank_zero_only.rank == 0:
+            with atomic_dir(trained) as tmp:
+                vae.save_pretrained(tmp, safe_serialization=True)
+                write_json(tmp / "metadata.json", training)
+        log.info("autoencoder trained: %d steps (%d images)", fit.global_step, len(images))
+    latents = encode_images(vae, images)
+    # The denoiser learns standardised latents (unit variance, as its noise schedule assumes).
+    latent = {"shift": float(latents.mean()), "scale": float(latents.std()), "channels": int(latents.shape[1]),
+              "size": int(latents.shape[-1]), "autoencoder_training": training}
+    return vae, latent
+
+
+def standardised_latents(vae: AutoencoderKL, images: torch.Tensor | None, latent: dict) -> torch.Tensor | None:
+    if images is None:
+        return None
+    return (encode_images(vae, images) - latent["shift"]) / latent["scale"]
+
+
 def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,
                           trainer: DictConfig) -> Path:
     """Train the recipe's generator(s) on the split's training speakers only (never its test or
@@ -163,11 +219,16 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
     whole = split.train if split.train_before_subsampling is None else split.train_before_subsampling
     whole_labels = torch.as_tensor(data.labels[whole])
     val_images, val_labels = training_images(data, split.val, recipe.image_size) if len(split.val) else (None, None)
+    vae = None
+    if recipe.get("autoencoder"):
+        vae, latent = fit_autoencoder(recipe, trainer, cfg.hardware, images, val_images, partial / "autoencoder")
+        images, val_images = (standardised_latents(vae, x, latent) for x in (images, val_images))
+        metadata = {**metadata, "latent": latent}
     trained = []  # (sub-folder, generator, curve title)
     every = recipe.get("snapshot_every_steps")  # optional: the generator every N steps, in <root>/snapshots/
 
     def snapshots(sub: str, meta: dict) -> tuple[pl.Callback, ...]:
-        return (Snapshots(every, Path(cfg.generator.root) / "snapshots", sub, meta),) if every else ()
+        return (Snapshots(every, Path(cfg.generator.root) / "snapshots", sub, meta, vae),) if every else ()
     if recipe.per_emotion:
         for k, emotion in enumerate(emotions):
             val_k = val_images[val_labels == k] if val_images is not None else None
@@ -175,13 +236,13 @@ def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, me
                                              checkpoint_dir=partial / emotion,
                                              extra_callbacks=snapshots(emotion, {**metadata, "emotion": emotion}),
                                              n_full_clips=int((whole_labels == k).sum()))
-            trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}),
+            trained.append((emotion, module.to_generator({**metadata, "emotion": emotion, "training": training}, vae),
                             f"{emotion} generator"))
     else:
         module, training = fit_generator(recipe, trainer, cfg.hardware, images, labels, len(emotions),
                                          val_images, val_labels, checkpoint_dir=partial / "conditional",
                                          extra_callbacks=snapshots("", metadata), n_full_clips=len(whole))
-        trained.append(("", module.to_generator({**metadata, "training": training}), "conditional generator"))
+        trained.append(("", module.to_generator({**metadata, "training": training}, vae), "conditional generator"))
     with atomic_dir(cfg.generator.dir) as tmp:
         for sub, generator, title in trained:
             folder = generator.write_into(tmp / sub)

@@ -1,0 +1,114 @@
+"""Latent diffusion (diffusion=cpu_latent) at toy scale: the autoencoder stage, a generator that
+samples and edits through its decoder, sharing it without pickle, resuming, and the generate job."""
+
+import json
+import logging
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from conftest import generate
+from ser.diffusion.autoencoder import build_autoencoder, latent_size
+from ser.diffusion.ddpm import SpectrogramDDPM
+from ser.diffusion.generator import SpectrogramGenerator
+from ser.diffusion.synthetic_set import load_synthetic_set
+from ser.errors import ConfigError
+
+TINY_AE = dict(latent_channels=2, block_out_channels=[8, 8], layers_per_block=1, norm_num_groups=4)
+TINY_UNET = dict(block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"))
+TRAINER = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": 1, "max_steps": -1, "logger": False,
+                            "enable_checkpointing": False, "enable_model_summary": False, "num_sanity_val_steps": 0})
+HARDWARE = OmegaConf.create({"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
+                             "precision": "32-true", "sync_batchnorm": False, "progress_bar": False})
+META = {"emotions": ["a", "b"], "train_speakers": ["s:01"]}
+
+
+def _generator(shift=0.1, scale=2.0) -> SpectrogramGenerator:
+    torch.manual_seed(0)
+    vae = build_autoencoder(image_size=16, **TINY_AE).eval()
+    ddpm = SpectrogramDDPM({**TINY_UNET, "sample_size": latent_size(16, TINY_AE["block_out_channels"])}, num_classes=2,
+                           num_train_timesteps=20, in_channels=TINY_AE["latent_channels"])
+    return ddpm.to_generator({**META, "latent": {"shift": shift, "scale": scale}}, vae)
+
+
+def test_a_latent_generator_samples_and_edits_images_through_its_decoder():
+    generator = _generator()
+    assert generator.unet.config.in_channels == 2 and generator.unet.config.sample_size == 8
+    images = generator.sample(3, label=1, sampler="ddim", steps=4, guidance=2.0, seed=1)
+    assert images.shape == (3, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    assert torch.equal(images, generator.sample(3, label=1, sampler="ddim", steps=4, guidance=2.0, seed=1))
+    # The decoder writes the image: the same latent noise, decoded with another latent scale, differs.
+    assert not torch.allclose(images, _generator(scale=0.5).sample(3, label=1, sampler="ddim", steps=4, guidance=2.0, seed=1))
+    x0 = torch.rand(2, 1, 16, 16) * 2 - 1
+    assert torch.equal(generator.enhance(x0, label=0, strength=0.0), x0)  # SDEdit at strength 0: the clips as they were
+    edited = generator.enhance(x0, label=0, strength=0.5, steps=4)
+    assert edited.shape == x0.shape and not torch.allclose(edited, x0)
+
+
+def test_a_latent_generator_is_shared_without_pickle(tmp_path):
+    generator = _generator()
+    generator.save_pretrained(tmp_path / "g")
+    assert (tmp_path / "g" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = SpectrogramGenerator.from_pretrained(tmp_path / "g")
+    assert loaded.vae is not None and loaded.metadata["latent"] == {"shift": 0.1, "scale": 2.0}
+    assert torch.allclose(loaded.sample(2, label=0, sampler="ddim", steps=3, seed=5),
+                          generator.sample(2, label=0, sampler="ddim", steps=3, seed=5), atol=1e-5)
+    with pytest.raises(ConfigError, match="latent"):
+        SpectrogramGenerator(generator.unet, generator.scheduler, META, generator.vae)  # no shift and scale
+
+
+def _recipe(max_steps: int, widths=(8, 8)):
+    return OmegaConf.create({"image_size": 16, "autoencoder": {**TINY_AE, "block_out_channels": list(widths),
+                                                              "lr": 2e-3, "kl_weight": 1e-6, "batch_size": 8,
+                                                              "max_steps": max_steps}})
+
+
+def test_the_autoencoder_learns_and_an_interrupted_generator_keeps_it(tmp_path, caplog):
+    """The first stage trains to its own step budget and is kept in the resume folder: a run killed
+    while the denoiser trains does not train the autoencoder again, but other settings do."""
+    from ser.diffusion.training import fit_autoencoder
+
+    pl.seed_everything(0)
+    images = -torch.ones(32, 1, 16, 16)
+    images[:, :, 4:12] = torch.linspace(-1, 1, 16)  # a band with a gradient
+    images[::2, :, :, ::3] = 0.5                      # and a comb on every other image
+    vae, latent = fit_autoencoder(_recipe(24), TRAINER, HARDWARE, images, images[:8], tmp_path / "ae")
+    curve = latent["autoencoder_training"]["curve"]
+    assert latent["autoencoder_training"]["steps_trained"] == 24 and curve[-1]["step"] == 24
+    assert curve[-1]["train/loss"] < 0.7 * curve[0]["train/loss"] and "val/loss" in curve[-1]
+    assert latent["channels"] == 2 and latent["size"] == 8 and latent["scale"] > 0
+    assert (tmp_path / "ae" / "trained" / "diffusion_pytorch_model.safetensors").is_file()
+
+    with caplog.at_level(logging.INFO, logger="ser.diffusion.training"):
+        again, latent_again = fit_autoencoder(_recipe(24), TRAINER, HARDWARE, images, images[:8], tmp_path / "ae")
+    assert "using the autoencoder trained before an interruption" in caplog.text
+    assert latent_again == latent
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), again.state_dict().values()))
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="ser.diffusion.training"):
+        _, other = fit_autoencoder(_recipe(8, widths=(8, 16)), TRAINER, HARDWARE, images, None, tmp_path / "ae")
+    assert "using the autoencoder" not in caplog.text and other["autoencoder_training"]["steps_trained"] == 8
+
+
+@pytest.mark.slow
+def test_generate_trains_and_samples_the_latent_recipe(tmp_path, cache_dir):
+    gen = tmp_path / "gen"
+    generate("diffusion=cpu_latent", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "diffusion.max_steps=4",
+             "diffusion.image_size=16", "diffusion.autoencoder.block_out_channels=[8,8]", "diffusion.autoencoder.norm_num_groups=4",
+             "diffusion.autoencoder.max_steps=3", "diffusion.unet.block_out_channels=[16,32]", "diffusion.unet.norm_num_groups=8",
+             "diffusion.unet.layers_per_block=1", "diffusion.unet.down_block_types=[DownBlock2D,AttnDownBlock2D]",
+             "diffusion.unet.up_block_types=[AttnUpBlock2D,UpBlock2D]", "sample.n_per_emotion=2", "sample.steps=3",
+             "listen.n_per_emotion=1", "listen.griffin_lim_iters=4", "hardware.progress_bar=false",
+             f"paths.cache_dir={cache_dir}", f"generator.root={gen}", output_dir=tmp_path / "run")
+    meta = json.loads((gen / "generator" / "metadata.json").read_text())
+    assert meta["recipe"] == "cpu_latent" and meta["train_speakers"] == ["synthetic:spk02", "synthetic:spk03"]
+    assert meta["latent"]["size"] == 8 and meta["latent"]["autoencoder_training"]["steps_trained"] == 3
+    assert meta["training"]["budget"]["steps_trained"] == 4
+    assert (gen / "generator" / "vae" / "config.json").is_file() and not (gen / "generator.partial").exists()
+    mels, labels, info = load_synthetic_set(gen / "synthetic" / "synthetic.safetensors")
+    assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert mels.min() >= -80 and mels.max() <= 0 and info["image_size"] == 16
