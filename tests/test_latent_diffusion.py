@@ -60,6 +60,23 @@ def test_a_latent_generator_is_shared_without_pickle(tmp_path):
         SpectrogramGenerator(generator.unet, generator.scheduler, META, generator.vae)  # no shift and scale
 
 
+def test_the_quality_ceiling_of_a_latent_recipe_goes_through_its_autoencoder(tmp_path):
+    """mode=quality's "squeezed" clips: for a latent generator, the image size and the decoder both
+    bound how close its samples can get; an autoencoder that is not there is not made up."""
+    from ser.diffusion.assess import autoencoder_of, squeeze
+
+    generator = _generator()
+    generator.save_pretrained(tmp_path / "g")
+    vae = autoencoder_of({"generator_dir": str(tmp_path / "g")}, META["emotions"])
+    assert vae is not None
+    assert autoencoder_of({"generator_dir": str(tmp_path / "elsewhere")}, META["emotions"]) is None
+    assert autoencoder_of({}, META["emotions"]) is None
+    mel = torch.linspace(-70, -5, 128)[:, None].expand(128, 40).unsqueeze(0).clone()
+    through = squeeze(mel, 16, vae)
+    assert through.shape == mel.shape and through.min() >= -80 and through.max() <= 0
+    assert (through - squeeze(mel, 16)).abs().mean() > 1.0  # an untrained decoder: far from the image-only round trip
+
+
 def _recipe(max_steps: int, widths=(8, 8)):
     return OmegaConf.create({"image_size": 16, "autoencoder": {**TINY_AE, "block_out_channels": list(widths),
                                                               "lr": 2e-3, "kl_weight": 1e-6, "batch_size": 8,

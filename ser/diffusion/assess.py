@@ -9,7 +9,8 @@ aug=none). Three groups of clips are compared in its embedding space:
 A generator whose samples sit much farther than that makes unrealistic spectrograms; one whose
 samples sit much closer than held-out speech (memorisation) copies its training clips.
 "squeezed" is the recipe's ceiling: the held-out clips resampled to the generator's image size and
-back, scored like samples. A perfect generator at that size can get no closer than they do.
+back (for a latent recipe, also through its autoencoder), scored like samples. A perfect generator
+of that size (and decoder) can get no closer than they do.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from omegaconf import DictConfig
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
+from diffusers import AutoencoderKL
+
+from ser.diffusion.autoencoder import decode_latents, encode_images
 from ser.diffusion.image_space import db_to_model, from_image, model_to_db, to_image
 from ser.diffusion.synthetic_set import FILENAME, SYNTHETIC_SPEAKER, load_synthetic_set
 from ser.errors import ConfigError, DataError
@@ -36,10 +40,24 @@ log = logging.getLogger(__name__)
 SQUEEZED_SPEAKER = "squeezed"  # the held-out clips after the round trip, normalised as one more speaker
 
 
-def squeeze(mel: torch.Tensor, size: int) -> torch.Tensor:
-    """A spectrogram (dB) resampled to a generator's `size` x `size` image and back to its own grid:
-    the detail a generator of that size cannot represent is gone."""
-    return model_to_db(from_image(to_image(db_to_model(mel), size), mel.shape[-2], mel.shape[-1]))
+def squeeze(mel: torch.Tensor, size: int, vae: AutoencoderKL | None = None) -> torch.Tensor:
+    """A spectrogram (dB) resampled to a generator's `size` x `size` image and back to its own grid,
+    through a latent recipe's autoencoder `vae` on the way: the detail a generator of that size
+    (and that decoder) cannot represent is gone."""
+    image = to_image(db_to_model(mel), size)
+    if vae is not None:
+        image = decode_latents(vae, encode_images(vae, image[None]))[0]
+    return model_to_db(from_image(image, mel.shape[-2], mel.shape[-1]))
+
+
+def autoencoder_of(info: dict, emotions: list[str]) -> AutoencoderKL | None:
+    """The autoencoder of the latent generator that drew a synthetic set (None for a pixel recipe,
+    or when its folder has moved: the ceiling is then the image size's alone, and says so)."""
+    root = Path(info.get("generator_dir", ""))
+    for folder in (root / "vae", root / emotions[0] / "vae"):
+        if info.get("generator_dir") and (folder / "config.json").is_file():
+            return AutoencoderKL.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False).eval()
+    return None
 
 
 def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> dict:
@@ -68,7 +86,8 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
                          f"{sorted(classifier_speakers)})")
 
     size = int(info["image_size"])
-    squeezed = [squeeze(data.features[i], size) for i in heldout]
+    vae = autoencoder_of(info, data.emotions)
+    squeezed = [squeeze(data.features[i], size, vae) for i in heldout]
     if normalizer.mode == "speaker":
         # Label-free statistics per speaker, as in training; the generator counts as one speaker.
         normalizer.fit(data.features, speakers)
@@ -125,17 +144,17 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
         # Do the samples carry their emotion? Compare with the same classifier on new real speakers.
         "real_classifier_on_synthetic": {"ua": on_syn["ua"], "per_class_recall": dict(zip(data.emotions, on_syn["per_class_recall"]))},
         "real_classifier_on_heldout": {"ua": on_held["ua"], "per_class_recall": dict(zip(data.emotions, on_held["per_class_recall"]))},
-        "real_classifier_on_squeezed": {"ua": on_squeezed["ua"], "image_size": size},
+        "real_classifier_on_squeezed": {"ua": on_squeezed["ua"], "image_size": size, "through_autoencoder": vae is not None},
     }
     out = write_json(syn_dir / "quality.json", report)
     plot_real_vs_generated([data.features[i] for i in train], data.labels[train], syn_mels, syn_labels.numpy(),
                            data.emotions, syn_dir / "real_vs_generated.png")
     e = embedding
-    log.info("quality of %s: KID synthetic-vs-train %.4f (held-out real %.4f; held-out squeezed to %dx%d and back %.4f); "
+    log.info("quality of %s: KID synthetic-vs-train %.4f (held-out real %.4f; held-out squeezed to %dx%d%s and back %.4f); "
              "precision/recall %.2f/%.2f "
              "(held-out real %.2f/%.2f); close-copy rate %.2f (expected %.2f); real classifier UA on synthetic %.3f "
              "(on held-out real %.3f) -> %s", syn_path, e["kid"]["synthetic_vs_train"]["mean"], e["kid"]["heldout_vs_train"]["mean"],
-             size, size, e["kid"]["squeezed_vs_train"]["mean"],
+             size, size, " through the autoencoder" if vae is not None else "", e["kid"]["squeezed_vs_train"]["mean"],
              *e["precision_recall"]["synthetic"].values(), *e["precision_recall"]["heldout"].values(), image["memorization"]["close_rate"],
              qc.memorization_quantile, on_syn["ua"], on_held["ua"], out)
     return report
