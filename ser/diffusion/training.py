@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
+from diffusers import AutoencoderKL
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
@@ -22,8 +23,6 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
-from diffusers import AutoencoderKL
-
 from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images
 from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
