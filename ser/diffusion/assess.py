@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKL
 from omegaconf import DictConfig
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
-from diffusers import AutoencoderKL
-
 from ser.diffusion.autoencoder import decode_latents, encode_images
 from ser.diffusion.image_space import db_to_model, from_image, model_to_db, to_image
 from ser.diffusion.synthetic_set import FILENAME, SYNTHETIC_SPEAKER, load_synthetic_set

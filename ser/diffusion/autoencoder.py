@@ -63,6 +63,16 @@ class SpectrogramAutoencoder(pl.LightningModule):
         return torch.optim.AdamW(self.vae.parameters(), lr=self.hparams.lr)
 
 
+def standardise(z: torch.Tensor, latent: dict) -> torch.Tensor:
+    """Latents to the unit-variance scale the denoiser's noise schedule assumes (`latent`: the
+    shift and scale a generator's metadata records); `unstandardise` undoes it."""
+    return (z - latent["shift"]) / latent["scale"]
+
+
+def unstandardise(x: torch.Tensor, latent: dict) -> torch.Tensor:
+    return x * latent["scale"] + latent["shift"]
+
+
 @torch.no_grad()
 def encode_images(vae: AutoencoderKL, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """The posterior means of `images` (N, 1, S, S): deterministic latents to train the denoiser on."""

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 
+from ser.diffusion.autoencoder import standardise, unstandardise
 from ser.errors import ConfigError, NotFound, invalid_choice
 from ser.io import atomic_dir
 
@@ -54,14 +55,12 @@ class SpectrogramGenerator:
     def _to_latents(self, images: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return images
-        z = self.vae.encode(images.to(self.device)).latent_dist.mode()
-        return (z - self.metadata["latent"]["shift"]) / self.metadata["latent"]["scale"]
+        return standardise(self.vae.encode(images.to(self.device)).latent_dist.mode(), self.metadata["latent"])
 
     def _to_images(self, x: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             return x.clamp(-1, 1)
-        z = x * self.metadata["latent"]["scale"] + self.metadata["latent"]["shift"]
-        return self.vae.decode(z).sample.clamp(-1, 1)
+        return self.vae.decode(unstandardise(x, self.metadata["latent"])).sample.clamp(-1, 1)
 
     # --- sharing -----------------------------------------------------------------------------
     def save_pretrained(self, out_dir: str | Path) -> Path:

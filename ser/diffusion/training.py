@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from ser.data.datamodule import LabelledClips
 from ser.data.splits import Split
-from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images
+from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images, standardise
 from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
@@ -199,7 +199,7 @@ def fit_autoencoder(recipe: DictConfig, trainer: DictConfig, hardware: DictConfi
 def standardised_latents(vae: AutoencoderKL, images: torch.Tensor | None, latent: dict) -> torch.Tensor | None:
     if images is None:
         return None
-    return (encode_images(vae, images) - latent["shift"]) / latent["scale"]
+    return standardise(encode_images(vae, images), latent)
 
 
 def train_fold_generators(cfg: DictConfig, data: LabelledClips, split: Split, metadata: dict,
