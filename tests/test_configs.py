@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from conftest import compose_config, run_script
 from ser.config import check_targets
+from ser.diffusion.provenance import recipe_differences, recipe_settings
 from ser.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -135,6 +136,23 @@ def test_generate_config_composes(recipe):
         d = cfg.diffusion
         assert not d.per_emotion and d.image_size == 128 and d.p_uncond > 0 and d.ema_decay > 0
         assert d.early_stopping.patience > 0 and d.max_steps > 10 * 30
+
+
+@pytest.mark.parametrize("recipe,guidance", [("cpu", 2.0), ("ddpm_cond", 2.0), ("cpu_latent", 1.0)])
+def test_a_recipe_sets_its_own_sampling_guidance(recipe, guidance, tmp_path):
+    """The pool, SDEdit and generate.py's samples use the recipe's measured best guidance; an
+    explicit generator.sampling.guidance still wins."""
+    for config in ("generate", "train"):
+        cfg = compose_config(config, f"diffusion={recipe}", output_dir=tmp_path)
+        assert cfg.generator.sampling.guidance == guidance
+    cfg = compose_config("generate", f"diffusion={recipe}", "generator.sampling.guidance=3.0", output_dir=tmp_path)
+    assert cfg.sample.guidance == 3.0
+    # A sampling default is not a training setting: changing it keeps the fold's trained generator.
+    saved = {"recipe_settings": recipe_settings(compose_config("train", f"diffusion={recipe}", output_dir=tmp_path).diffusion)}
+    other = compose_config("train", f"diffusion={recipe}", "++diffusion.guidance=1.5", output_dir=tmp_path).diffusion
+    assert recipe_differences(saved, other) == ""
+    retrained = compose_config("train", f"diffusion={recipe}", "diffusion.lr=0.001", output_dir=tmp_path).diffusion
+    assert recipe_differences(saved, retrained).startswith("diffusion.lr: ")
 
 
 def test_the_generator_location_is_defined_once_and_shared(tmp_path):

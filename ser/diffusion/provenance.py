@@ -45,8 +45,9 @@ def generator_metadata(cfg: DictConfig, data: LabelledClips, split: Split, frame
             "environment": describe_environment()}
 
 
-# Diffusion keys that do not change the generator a training ends with.
-NOT_RECIPE = ("snapshot_every_steps",)
+# Diffusion keys that do not change the generator a training ends with (`guidance`: the recipe's
+# sampling default, used after training).
+NOT_RECIPE = ("snapshot_every_steps", "guidance")
 # Settings added to the recipes later, with the value a generator saved before them was trained
 # with; and those that change nothing at full data (dataset.train_fraction=1), where they are not
 # compared: a full-data generator made before `full_data_steps` existed trained the same steps.

@@ -27,6 +27,7 @@ from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images, sta
 from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
+from ser.diffusion.provenance import NOT_RECIPE
 from ser.evaluation.plots import plot_convergence
 from ser.hardware import build_trainer
 from ser.io import atomic_dir, write_json
@@ -74,11 +75,13 @@ def step_budget(recipe: DictConfig, n_clips: int, n_full_clips: int) -> tuple[in
 
 
 def _training_problem(recipe: DictConfig, images: torch.Tensor, labels: torch.Tensor | None, num_classes: int) -> dict:
-    """The recipe (minus its budget) and a digest of the exact training images and labels."""
+    """The recipe (minus its budget and what does not shape the generator) and a digest of the
+    exact training images and labels."""
     h = hashlib.sha256(images.numpy().tobytes())
     if labels is not None:
         h.update(labels.numpy().tobytes())
-    settings = {k: v for k, v in OmegaConf.to_container(recipe, resolve=True).items() if k not in _BUDGET_KEYS}
+    settings = {k: v for k, v in OmegaConf.to_container(recipe, resolve=True).items()
+                if k not in _BUDGET_KEYS + NOT_RECIPE}
     return {"recipe": settings, "num_classes": num_classes, "images": list(images.shape), "data_digest": h.hexdigest()[:16]}
 
 
