@@ -14,6 +14,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
+from ser.diffusion.ddpm import LR_SCHEDULES
 from ser.diffusion.generator import SAMPLERS
 from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES
@@ -67,6 +68,7 @@ def check_generate_config(cfg: DictConfig) -> None:
     _choice(cfg, "mode", GENERATE_MODES)
     _choice(cfg, "sample.sampler", SAMPLERS)
     _choice(cfg, "enhance.sampler", SAMPLERS)
+    _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
     _require_log_mel(cfg, "generate.py")
     if cfg.diffusion.space != "mel":
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input; train.py makes it on demand for the "
@@ -183,6 +185,7 @@ def _check_synthetic(cfg: DictConfig) -> None:
     what = f"aug={cfg.aug.name}"
     _choice(cfg, "generator.sampling.sampler", SAMPLERS)
     _choice(cfg, "diffusion.space", SPACES)
+    _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
     if cfg.diffusion.space == "encoder_input" and not voices_for_encoder(cfg):
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, which only the linear probes on a "
                           "Whisper encoder read (features=encoder, model=encoder_linear or encoder_lda); use a log-mel "

@@ -179,6 +179,8 @@ TYPOS = [  # (config, override, what the error must say)
     ("train", "callbacks.best_checkpoint._target_=ModelCheckpoint", "callbacks.best_checkpoint._target_='ModelCheckpoint' cannot"),
     ("generate", "mode=trian", "mode='trian' is not a valid choice; choose one of: train, sample, train_sample, enhance, quality"),
     ("generate", "sample.sampler=ddmi", "choose one of: ddpm, ddim, dpmsolver++"),
+    ("generate", "diffusion.lr_schedule=cosin", "choose one of: constant, linear, cosine"),
+    ("train", "aug=ddpm diffusion.lr_schedule=cosin", "choose one of: constant, linear, cosine"),
     ("evaluate", "metric=uaa", "choose one of: ua, wa, macro_f1"),
 ]
 
@@ -197,7 +199,8 @@ def test_a_typo_fails_before_any_work_naming_the_valid_choices(config, override,
     monkeypatch.setattr(ser.jobs.evaluate, "aggregate", no_work)
     job = {"train": ser.jobs.train.run_experiment, "generate": ser.jobs.generate.run_generate,
            "evaluate": ser.jobs.evaluate.evaluate}[config]
-    cfg = compose_config(config, override, output_dir=tmp_path) if config != "evaluate" else compose_config(config, override)
+    overrides = override.split()  # one option, or a choice and the option it brings in
+    cfg = compose_config(config, *overrides, output_dir=tmp_path) if config != "evaluate" else compose_config(config, *overrides)
     with pytest.raises(ConfigError) as err:
         job(cfg)
     assert message in str(err.value)

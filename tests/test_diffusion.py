@@ -1,6 +1,7 @@
 """The diffusion building blocks on a tiny UNet: mapping, training, samplers, enhance, sharing, fold safety."""
 
 import json
+import math
 
 import pytest
 import pytorch_lightning as pl
@@ -146,43 +147,49 @@ def test_convergence_summary_reads_the_held_out_curve():
     assert convergence([{"epoch": 0, "step": 5, "train/loss": 1.0}])["measured"] is False
 
 
-def _tiny_recipe(epochs: int):
+def _tiny_recipe(epochs: int, **settings):
     from omegaconf import OmegaConf
 
-    return OmegaConf.create({"unet": dict(TINY_UNET, block_out_channels=[16, 32],
+    return OmegaConf.create({**settings, "unet": dict(TINY_UNET, block_out_channels=[16, 32],
                                           down_block_types=["DownBlock2D", "DownBlock2D"],
                                           up_block_types=["UpBlock2D", "UpBlock2D"]),
                              "num_train_timesteps": 50, "beta_schedule": "linear", "lr": 1e-3, "p_uncond": 0.1,
                              "ema_decay": 0.9, "batch_size": 8, "epochs": epochs, "max_steps": -1, "early_stopping": None})
 
 
-def test_an_interrupted_generator_training_resumes(tmp_path):
-    """A generator training killed mid-way continues from its last finished epoch (weights, EMA,
-    loop position, loss curve); a checkpoint of other training clips is discarded, not continued."""
+class _Kill(pl.Callback):  # the process dies as epoch 2 begins
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 2:
+            raise RuntimeError("killed")
+
+
+def _fit_tiny(recipe, images, labels, checkpoint_dir, seed=0, callbacks=()):
+    """fit_generator on CPU for the recipe's epochs, checkpointed (resumable) in `checkpoint_dir`."""
     from omegaconf import OmegaConf
 
     from ser.diffusion.training import fit_generator
 
-    trainer = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": 1, "max_steps": -1,
+    trainer = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs": recipe.epochs, "max_steps": -1,
                                 "logger": False, "enable_checkpointing": False, "enable_model_summary": False,
                                 "num_sanity_val_steps": 0})
     hardware = OmegaConf.create({"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                                  "precision": "32-true", "sync_batchnorm": False, "progress_bar": False})
+    pl.seed_everything(seed)
+    return fit_generator(recipe, trainer, hardware, images, labels, 2, checkpoint_dir=checkpoint_dir,
+                         extra_callbacks=callbacks)
+
+
+def test_an_interrupted_generator_training_resumes(tmp_path):
+    """A generator training killed mid-way continues from its last finished epoch (weights, EMA,
+    loop position, loss curve); a checkpoint of other training clips is discarded, not continued."""
     x, y = torch.rand(16, 1, 16, 16) * 2 - 1, torch.tensor([0, 1] * 8)
 
-    class Kill(pl.Callback):  # the process dies as epoch 2 begins
-        def on_train_epoch_start(self, trainer, module):
-            if trainer.current_epoch == 2:
-                raise RuntimeError("killed")
-
     def fit(epochs, where, images=x, seed=0, callbacks=()):
-        pl.seed_everything(seed)
-        return fit_generator(_tiny_recipe(epochs), OmegaConf.merge(trainer, {"max_epochs": epochs}), hardware,
-                             images, y, 2, checkpoint_dir=tmp_path / where, extra_callbacks=callbacks)
+        return _fit_tiny(_tiny_recipe(epochs), images, y, tmp_path / where, seed, callbacks)
 
     _, reference = fit(2, "reference")  # epochs 0-1, never interrupted
     with pytest.raises(RuntimeError, match="killed"):
-        fit(4, "run", callbacks=(Kill(),))
+        fit(4, "run", callbacks=(_Kill(),))
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last.ckpt", "problem.json"]
     torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)  # plain tensors and numbers only
     resumed, training = fit(4, "run", seed=1)  # a restart would redo epochs 0-1 with other noise and batches
@@ -193,6 +200,40 @@ def test_an_interrupted_generator_training_resumes(tmp_path):
 
     other, other_training = fit(1, "run", images=torch.rand(16, 1, 16, 16))  # other clips: starts afresh
     assert [r["step"] for r in other_training["curve"]] == [2] and other.ema.optimization_step == 2
+
+
+def test_a_decaying_learning_rate_spans_the_budget_and_survives_a_resume(tmp_path):
+    """diffusion.lr_schedule=cosine: lr at the first step, 0 after the last, the same curve when the
+    training was killed and resumed; `constant` holds it. A typo names the choices."""
+    from ser.diffusion.training import _training_problem
+
+    x, y = torch.rand(16, 1, 16, 16) * 2 - 1, torch.tensor([0, 1] * 8)
+
+    class Rates(pl.Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def rates(schedule, where, kill=False):
+        seen = Rates()
+        _fit_tiny(_tiny_recipe(4, lr_schedule=schedule), x, y, tmp_path / where,
+                  callbacks=(seen, _Kill()) if kill else (seen,))
+        return seen.seen
+
+    cosine = rates("cosine", "cosine")  # 4 epochs x 2 batches
+    assert cosine == pytest.approx([1e-3 * 0.5 * (1 + math.cos(math.pi * k / 8)) for k in range(8)])
+    assert rates("constant", "constant") == pytest.approx([1e-3] * 8)
+    with pytest.raises(RuntimeError, match="killed"):
+        rates("cosine", "resumed", kill=True)
+    assert rates("cosine", "resumed") == pytest.approx(cosine[4:])  # epochs 2-3, on the same curve
+    with pytest.raises(ConfigError, match="diffusion.lr_schedule='cosin'.*constant, linear, cosine"):
+        SpectrogramDDPM(TINY_UNET, lr_schedule="cosin")
+    # `constant` is what every generator before the option trained with: their resume stamps stay valid.
+    before = _training_problem(_tiny_recipe(4), x, y, 2)
+    assert _training_problem(_tiny_recipe(4, lr_schedule="constant"), x, y, 2) == before
+    assert _training_problem(_tiny_recipe(4, lr_schedule="cosine"), x, y, 2) != before
 
 
 def test_only_rank_zero_clears_a_stale_resume_checkpoint(tmp_path, monkeypatch):

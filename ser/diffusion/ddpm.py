@@ -16,16 +16,24 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 
 from ser.diffusion.generator import SpectrogramGenerator
+from ser.errors import invalid_choice
+
+# How the learning rate moves over the training's step budget (diffusers.optimization's names):
+# held, or decayed from `lr` to 0 at the last step, linearly or along a half cosine.
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
 class SpectrogramDDPM(pl.LightningModule):
     def __init__(self, unet: dict, num_classes: int = 0, num_train_timesteps: int = 1000,
                  beta_schedule: str = "linear", lr: float = 1e-4, p_uncond: float = 0.1, ema_decay: float = 0.0,
-                 snr_gamma: float | None = None, in_channels: int = 1):
+                 snr_gamma: float | None = None, in_channels: int = 1, lr_schedule: str = "constant"):
         super().__init__()
+        if lr_schedule not in LR_SCHEDULES:
+            raise invalid_choice("diffusion.lr_schedule", lr_schedule, LR_SCHEDULES)
         self.save_hyperparameters()
         # Conditional models get one extra embedding: index num_classes is "no emotion" (for CFG).
         self.unet = UNet2DModel(in_channels=in_channels, out_channels=in_channels,
@@ -99,7 +107,15 @@ class SpectrogramDDPM(pl.LightningModule):
             self.ema.load_state_dict(checkpoint["ema"])
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
+        optimizer = torch.optim.AdamW(self.unet.parameters(), lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant":
+            return optimizer
+        # The decay spans the budget the Trainer was given (max_steps, or epochs x batches), so it
+        # reaches 0 at the last step. A resumed training whose max_steps was raised stretches the
+        # rest of the curve over the new budget (the step count is kept, the lr jumps back up).
+        decay = get_scheduler(self.hparams.lr_schedule, optimizer, num_warmup_steps=0,
+                              num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
     def to_generator(self, metadata: dict, vae=None) -> SpectrogramGenerator:
         """The trained generator, with the EMA weights when they are kept (what gets sampled and
@@ -110,5 +126,6 @@ class SpectrogramDDPM(pl.LightningModule):
             self.ema.to(self.device)
             self.ema.copy_to(unet.parameters())
         meta = {**metadata, "num_classes": self.hparams.num_classes, "p_uncond": self.hparams.p_uncond,
-                "ema_decay": self.hparams.ema_decay, "lr": self.hparams.lr, "snr_gamma": self.hparams.snr_gamma}
+                "ema_decay": self.hparams.ema_decay, "lr": self.hparams.lr, "lr_schedule": self.hparams.lr_schedule,
+                "snr_gamma": self.hparams.snr_gamma}
         return SpectrogramGenerator(unet.eval(), copy.deepcopy(self.scheduler), meta, vae)

@@ -51,7 +51,7 @@ NOT_RECIPE = ("snapshot_every_steps", "guidance")
 # Settings added to the recipes later, with the value a generator saved before them was trained
 # with; and those that change nothing at full data (dataset.train_fraction=1), where they are not
 # compared: a full-data generator made before `full_data_steps` existed trained the same steps.
-_SAVED_WITHOUT = {"full_data_steps": False}
+SAVED_WITHOUT = {"full_data_steps": False, "lr_schedule": "constant"}
 _LOW_DATA_ONLY = ("full_data_steps",)
 
 
@@ -68,8 +68,8 @@ def recipe_differences(meta: dict, diffusion: DictConfig) -> str:
     if saved is None:
         return ""
     ours = json.loads(json.dumps(recipe_settings(diffusion)))  # as saved: JSON types
-    saved = {**_SAVED_WITHOUT, **saved}
-    ours = {**_SAVED_WITHOUT, **ours}
+    saved = {**SAVED_WITHOUT, **saved}
+    ours = {**SAVED_WITHOUT, **ours}
     if float(meta.get("train_fraction", 1.0)) >= 1.0:
         saved, ours = ({k: v for k, v in d.items() if k not in _LOW_DATA_ONLY} for d in (saved, ours))
     differs = sorted(k for k in set(saved) | set(ours) if saved.get(k) != ours.get(k))

@@ -27,7 +27,7 @@ from ser.diffusion.autoencoder import SpectrogramAutoencoder, encode_images, sta
 from ser.diffusion.callbacks import LossCurve, ResumeCheckpoint, Snapshots
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.image_space import db_to_model, to_image
-from ser.diffusion.provenance import NOT_RECIPE
+from ser.diffusion.provenance import SAVED_WITHOUT, recipe_settings
 from ser.evaluation.plots import plot_convergence
 from ser.hardware import build_trainer
 from ser.io import atomic_dir, write_json
@@ -80,8 +80,10 @@ def _training_problem(recipe: DictConfig, images: torch.Tensor, labels: torch.Te
     h = hashlib.sha256(images.numpy().tobytes())
     if labels is not None:
         h.update(labels.numpy().tobytes())
-    settings = {k: v for k, v in OmegaConf.to_container(recipe, resolve=True).items()
-                if k not in _BUDGET_KEYS + NOT_RECIPE}
+    # A setting at the value it had before it existed is left out, so adding one to the recipes
+    # does not restart the trainings interrupted before it.
+    settings = {k: v for k, v in recipe_settings(recipe).items()
+                if k not in _BUDGET_KEYS and not (k in SAVED_WITHOUT and SAVED_WITHOUT[k] == v)}
     return {"recipe": settings, "num_classes": num_classes, "images": list(images.shape), "data_digest": h.hexdigest()[:16]}
 
 
@@ -119,7 +121,7 @@ def fit_generator(recipe: DictConfig, trainer: DictConfig, hardware: DictConfig,
     model = SpectrogramDDPM(unet, num_classes=num_classes, num_train_timesteps=recipe.num_train_timesteps,
                             beta_schedule=recipe.beta_schedule, lr=recipe.lr, p_uncond=recipe.p_uncond,
                             ema_decay=recipe.ema_decay, snr_gamma=recipe.get("snr_gamma"),
-                            in_channels=int(images.shape[1]))
+                            in_channels=int(images.shape[1]), lr_schedule=recipe.get("lr_schedule", "constant"))
     zeros = lambda n: torch.zeros(n, dtype=torch.long)  # noqa: E731
     y = labels if labels is not None else zeros(len(images))
     loader = DataLoader(TensorDataset(images, y), batch_size=recipe.batch_size, shuffle=True, drop_last=False)
