@@ -14,7 +14,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ser.data.build import DATASET_KINDS, FRONT_ENDS
 from ser.data.splits import PROTOCOLS
-from ser.diffusion.ddpm import LR_SCHEDULES
+from ser.diffusion.autoencoder import AUTOENCODER_SETTINGS
+from ser.diffusion.ddpm import LR_SCHEDULES, UNET_SETTINGS
 from ser.diffusion.generator import SAMPLERS
 from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES
@@ -68,7 +69,7 @@ def check_generate_config(cfg: DictConfig) -> None:
     _choice(cfg, "mode", GENERATE_MODES)
     _choice(cfg, "sample.sampler", SAMPLERS)
     _choice(cfg, "enhance.sampler", SAMPLERS)
-    _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
+    _check_recipe(cfg)
     _require_log_mel(cfg, "generate.py")
     if cfg.diffusion.space != "mel":
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input; train.py makes it on demand for the "
@@ -185,7 +186,7 @@ def _check_synthetic(cfg: DictConfig) -> None:
     what = f"aug={cfg.aug.name}"
     _choice(cfg, "generator.sampling.sampler", SAMPLERS)
     _choice(cfg, "diffusion.space", SPACES)
-    _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
+    _check_recipe(cfg)
     if cfg.diffusion.space == "encoder_input" and not voices_for_encoder(cfg):
         raise ConfigError(f"diffusion={cfg.diffusion.name} models Whisper's input, which only the linear probes on a "
                           "Whisper encoder read (features=encoder, model=encoder_linear or encoder_lda); use a log-mel "
@@ -216,6 +217,17 @@ def _check_synthetic(cfg: DictConfig) -> None:
     _require_log_mel(cfg, f"{what} (generated log-mel spectrograms)")
     if cfg.features.functionals:
         raise ConfigError(f"generated spectrograms have no openSMILE functionals; {what} cannot feed model=hybrid_tdnn")
+
+
+def _check_recipe(cfg: DictConfig) -> None:
+    """The generator recipe's choices, and the keys of its network blocks: a misspelt UNet or
+    autoencoder setting would otherwise fail only after the autoencoder trained, or be ignored."""
+    _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
+    for block, settings in (("unet", UNET_SETTINGS), ("autoencoder", AUTOENCODER_SETTINGS)):
+        for key in cfg.diffusion.get(block) or {}:
+            if key not in settings:
+                raise ConfigError(f"diffusion.{block}.{key} is not a setting of the recipe's {block}; "
+                                  f"the settings: {', '.join(settings)}")
 
 
 def _require_log_mel(cfg: DictConfig, what: str) -> None:

@@ -181,6 +181,8 @@ TYPOS = [  # (config, override, what the error must say)
     ("generate", "sample.sampler=ddmi", "choose one of: ddpm, ddim, dpmsolver++"),
     ("generate", "diffusion.lr_schedule=cosin", "choose one of: constant, linear, cosine"),
     ("train", "aug=ddpm diffusion.lr_schedule=cosin", "choose one of: constant, linear, cosine"),
+    ("generate", "+diffusion.unet.dropuot=0.1", "diffusion.unet.dropuot is not a setting of the recipe's unet; the settings: "),
+    ("train", "aug=sdedit diffusion=cpu_latent +diffusion.autoencoder.kl_wieght=0", "diffusion.autoencoder.kl_wieght is not"),
     ("evaluate", "metric=uaa", "choose one of: ua, wa, macro_f1"),
 ]
 

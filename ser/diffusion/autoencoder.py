@@ -18,6 +18,12 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
 
+# What a latent recipe may set in `diffusion.autoencoder` (read one by one in ser/diffusion/training.py,
+# so an unknown key would otherwise be ignored without a word).
+AUTOENCODER_SETTINGS = ("latent_channels", "block_out_channels", "layers_per_block", "norm_num_groups", "lr",
+                        "kl_weight", "batch_size", "max_steps")
+
+
 def build_autoencoder(latent_channels: int, block_out_channels: list[int], layers_per_block: int,
                       norm_num_groups: int, image_size: int) -> AutoencoderKL:
     """One down block per width; each block but the last halves the image."""

@@ -11,6 +11,7 @@ which samples, edits and is saved (ser/diffusion/generator.py).
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytorch_lightning as pl
 import torch
@@ -25,6 +26,10 @@ from ser.errors import invalid_choice
 # How the learning rate moves over the training's step budget (diffusers.optimization's names):
 # held, or decayed from `lr` to 0 at the last step, linearly or along a half cosine.
 LR_SCHEDULES = ("constant", "linear", "cosine")
+# What a recipe may set in `diffusion.unet`: diffusers' own UNet2DModel settings (dropout, widths, block
+# types, ...), less those derived from the data here (the channels, one embedding per emotion).
+UNET_SETTINGS = tuple(p for p in inspect.signature(UNet2DModel.__init__).parameters
+                      if p not in ("self", "in_channels", "out_channels", "num_class_embeds"))
 
 
 class SpectrogramDDPM(pl.LightningModule):
