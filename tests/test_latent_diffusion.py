@@ -48,6 +48,25 @@ def test_a_latent_generator_samples_and_edits_images_through_its_decoder():
     assert edited.shape == x0.shape and not torch.allclose(edited, x0)
 
 
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "dpmsolver++"])
+def test_a_latent_generator_does_not_clip_its_latents_to_the_pixel_range(sampler):
+    # A denoiser that predicts no noise makes every step's clean-sample estimate the scaled-up
+    # input, far outside [-1, 1]. Pixel images are clipped there; unit-variance latents must not be.
+    latent, pixel = _generator(), _generator()
+    pixel.vae = None
+    for generator in (latent, pixel):
+        generator._eps = lambda x, t, labels, guidance: torch.zeros_like(x)
+    x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = {}
+    for name, generator in (("latent", latent), ("pixel", pixel)):
+        sched = generator._sampler(sampler, 4)
+        out[name] = generator._denoise(x * sched.init_noise_sigma, sched, sched.timesteps, None, 1.0,
+                                       torch.Generator().manual_seed(1))
+    assert out["latent"].abs().max() > 1.5
+    if sampler != "dpmsolver++":  # DPM-Solver++ never clipped: it has no such setting
+        assert out["pixel"].abs().max() <= 1.0 + 1e-6
+
+
 def test_a_latent_generator_is_shared_without_pickle(tmp_path):
     generator = _generator()
     generator.save_pretrained(tmp_path / "g")

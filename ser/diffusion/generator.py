@@ -101,7 +101,10 @@ class SpectrogramGenerator:
         if name == "dpmsolver++":
             sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
         else:
-            sched = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[name].from_config(config)
+            # DDPM and DDIM clip their estimate of the clean sample to [-1, 1] by default: right for a
+            # pixel image, wrong for unit-variance latents, about a third of whose values lie outside
+            # (Stable Diffusion's schedulers turn it off for the same reason).
+            sched = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[name].from_config(config, clip_sample=self.vae is None)
         sched.set_timesteps(steps, device=self.device)
         return sched
 
