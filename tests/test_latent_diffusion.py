@@ -7,6 +7,7 @@ import logging
 import pytest
 import pytorch_lightning as pl
 import torch
+from diffusers import DDPMScheduler
 from omegaconf import OmegaConf
 
 from conftest import generate
@@ -52,8 +53,8 @@ def test_a_latent_generator_samples_and_edits_images_through_its_decoder():
 def test_a_latent_generator_does_not_clip_its_latents_to_the_pixel_range(sampler):
     # A denoiser that predicts no noise makes every step's clean-sample estimate the scaled-up
     # input, far outside [-1, 1]. Pixel images are clipped there; unit-variance latents must not be.
-    latent, pixel = _generator(), _generator()
-    pixel.vae = None
+    latent = _generator()
+    pixel = SpectrogramGenerator(latent.unet, DDPMScheduler(num_train_timesteps=20), META)
     for generator in (latent, pixel):
         generator._eps = lambda x, t, labels, guidance: torch.zeros_like(x)
     x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(0))
@@ -73,6 +74,7 @@ def test_a_latent_generator_is_shared_without_pickle(tmp_path):
     assert (tmp_path / "g" / "vae" / "diffusion_pytorch_model.safetensors").is_file()
     loaded = SpectrogramGenerator.from_pretrained(tmp_path / "g")
     assert loaded.vae is not None and loaded.metadata["latent"] == {"shift": 0.1, "scale": 2.0}
+    assert not loaded.scheduler.config.clip_sample  # saved as sampled: diffusers' own pipelines read it so
     assert torch.allclose(loaded.sample(2, label=0, sampler="ddim", steps=3, seed=5),
                           generator.sample(2, label=0, sampler="ddim", steps=3, seed=5), atol=1e-5)
     with pytest.raises(ConfigError, match="latent"):

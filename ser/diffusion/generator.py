@@ -35,6 +35,12 @@ class SpectrogramGenerator:
                 raise ConfigError(f"generator metadata needs {key!r} (fold safety is checked against it)")
         if vae is not None and "latent" not in metadata:
             raise ConfigError("a latent generator's metadata needs 'latent' (the shift and scale of its latents)")
+        if vae is not None and scheduler.config.clip_sample:
+            # DDPM and DDIM steps clip their estimate of the clean sample to [-1, 1] by default: right
+            # for a pixel image, wrong for unit-variance latents, a third of whose values lie outside
+            # (Stable Diffusion's schedulers turn it off too). Generators saved before this was
+            # noticed carry the default (docs/benchmarks.md, "The latent sampler clipped its latents").
+            scheduler = DDPMScheduler.from_config(scheduler.config, clip_sample=False)
         self.unet, self.scheduler, self.metadata, self.vae = unet, scheduler, metadata, vae
 
     @property
@@ -101,10 +107,7 @@ class SpectrogramGenerator:
         if name == "dpmsolver++":
             sched = DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++")
         else:
-            # DDPM and DDIM clip their estimate of the clean sample to [-1, 1] by default: right for a
-            # pixel image, wrong for unit-variance latents, about a third of whose values lie outside
-            # (Stable Diffusion's schedulers turn it off for the same reason).
-            sched = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[name].from_config(config, clip_sample=self.vae is None)
+            sched = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}[name].from_config(config)
         sched.set_timesteps(steps, device=self.device)
         return sched
 
