@@ -53,6 +53,14 @@ TINY_TRAINING = [
     "hardware.progress_bar=false", "evaluation.n_bootstrap=50", "features.workers=1",
 ]
 TINY = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", *TINY_TRAINING]
+# A generator recipe that trains in seconds: the 32x32 pixel recipe shrunk to 16x16 and two levels.
+# Named explicitly, since the default recipe (cpu_latent) has an autoencoder stage these keys do not
+# shrink (tests/test_latent_diffusion.py has its own tiny latent recipe).
+TINY_RECIPE = [
+    "diffusion=cpu", "diffusion.epochs=2", "diffusion.image_size=16", "diffusion.unet.block_out_channels=[16,32]",
+    "diffusion.unet.norm_num_groups=8", "diffusion.unet.down_block_types=[DownBlock2D,DownBlock2D]",
+    "diffusion.unet.up_block_types=[UpBlock2D,UpBlock2D]",
+]
 
 
 def compose_config(config_name: str, *overrides: str, output_dir: Path | None = None) -> DictConfig:

@@ -10,15 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY, train
+from conftest import ROOT, TINY, TINY_RECIPE, train
 from ser.diffusion.mixing import counts_needed, draw
 from ser.diffusion.selection import BandJudge, passes
 from ser.errors import ConfigError, DataError, GeneratorFoldLeak
 
 # A generator small enough to train in seconds, sampled in 3 DDIM steps.
-TINY_DIFFUSION = ["diffusion.epochs=2", "diffusion.image_size=16", "diffusion.unet.block_out_channels=[16,32]",
-                  "diffusion.unet.norm_num_groups=8", "diffusion.unet.down_block_types=[DownBlock2D,DownBlock2D]",
-                  "diffusion.unet.up_block_types=[UpBlock2D,UpBlock2D]", "generator.sampling.steps=3"]
+TINY_DIFFUSION = [*TINY_RECIPE, "generator.sampling.steps=3"]
 
 
 def test_counts_follow_the_real_classes_or_are_balanced():

@@ -9,18 +9,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import TINY, generate, sweep, train
+from conftest import TINY, TINY_RECIPE, generate, sweep, train
 from ser.data.splits import assert_generator_fold_safe
 from ser.diffusion.synthetic_set import load_synthetic_set
 from ser.errors import ConfigError, GeneratorFoldLeak, MissingSyntheticData
 
 pytestmark = pytest.mark.slow
 
-TINY_GEN = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "diffusion.epochs=2", "diffusion.image_size=16",
-            "diffusion.unet.block_out_channels=[16,32]", "diffusion.unet.norm_num_groups=8",
-            "diffusion.unet.down_block_types=[DownBlock2D,DownBlock2D]", "diffusion.unet.up_block_types=[UpBlock2D,UpBlock2D]",
-            "sample.n_per_emotion=2", "sample.steps=5", "listen.n_per_emotion=1", "listen.griffin_lim_iters=4",
-            "hardware.progress_bar=false"]
+TINY_GEN = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", *TINY_RECIPE, "sample.n_per_emotion=2",
+            "sample.steps=5", "listen.n_per_emotion=1", "listen.griffin_lim_iters=4", "hardware.progress_bar=false"]
 
 
 def test_conditional_generator_for_a_fold(tmp_path, cache_dir):
@@ -71,14 +68,14 @@ def test_snapshots_of_a_training_are_generators_of_their_own(tmp_path, cache_dir
 
 
 def test_reference_recipe_trains_one_generator_per_emotion(tmp_path, cache_dir):
-    generate("diffusion=ddpm_seed", *TINY_GEN, "diffusion.unet.layers_per_block=1", f"paths.cache_dir={cache_dir}",
+    generate(*TINY_GEN, "diffusion=ddpm_seed", "diffusion.unet.layers_per_block=1", f"paths.cache_dir={cache_dir}",
              f"generator.root={tmp_path / 'gen'}", "mode=train", output_dir=tmp_path / "run")
     for emotion in ("neutral", "happy", "sad", "angry"):
         meta = json.loads((tmp_path / "gen" / "generator" / emotion / "metadata.json").read_text())
         assert meta["emotion"] == emotion and meta["num_classes"] == 0
         assert (tmp_path / "gen" / "generator" / emotion / "convergence.png").is_file()
     assert not (tmp_path / "gen" / "generator.partial").exists()
-    generate("diffusion=ddpm_seed", *TINY_GEN, f"paths.cache_dir={cache_dir}", f"generator.root={tmp_path / 'gen'}",
+    generate(*TINY_GEN, "diffusion=ddpm_seed", f"paths.cache_dir={cache_dir}", f"generator.root={tmp_path / 'gen'}",
              "mode=sample", "sample.sampler=ddim", output_dir=tmp_path / "run2")
     _, labels, info = load_synthetic_set(tmp_path / "gen" / "synthetic" / "synthetic.safetensors")
     assert len(labels) == 8 and info["sampler"] == "ddim"
@@ -92,7 +89,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     sweep([*TINY_GEN, cache, "sample.n_per_emotion=6"], [["split.fold=0", "split.fold=1"]], tmp_path / "gen", job=generate)
     runs = tmp_path / "sweep"
     # The same diffusion settings as the generators (else train.py refuses them: see the test below).
-    sweep([*TINY, *TINY_GEN[2:8], cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
+    sweep([*TINY, *TINY_RECIPE, cache, "logger=csv"], [["aug=none", "aug=ddpm"], ["split.fold=0", "split.fold=1"]], runs)
     results = [json.loads(p.read_text()) for p in runs.rglob("results.json")]
     ddpm = [r for r in results if r["arm"]["aug"] == "ddpm"]
     assert len(results) == 4 and len(ddpm) == 2
@@ -128,7 +125,7 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
 
     # A synthetic-only classifier: trained on 36 draws from the 24 synthetic clips alone (ratio 1.5,
     # repeats allowed), tested on real spk00.
-    train(*TINY, *TINY_GEN[2:8], "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", "aug.synthetic.reuse=true", cache,
+    train(*TINY, *TINY_RECIPE, "aug=ddpm_only", "split.fold=0", "aug.synthetic.ratio=1.5", "aug.synthetic.reuse=true", cache,
           "logger=none", output_dir=tmp_path / "only")
     only = json.loads((tmp_path / "only" / "results.json").read_text())
     assert only["synthetic"]["only"] is True and only["synthetic"]["n_used"] == 36 and only["synthetic"]["n_unique"] == 24
@@ -199,10 +196,10 @@ def test_a_generator_trained_with_other_settings_is_refused(tmp_path, cache_dir,
     # train.py, which makes what a fold lacks, refuses it, naming the difference and the fixes.
     with pytest.raises(ConfigError, match=r"diffusion.epochs: 2 there, 3 here.*generator.root=<a new folder>.*"
                                           r"aug.synthetic.generate=never"):
-        train(*TINY, *TINY_GEN[2:8], "aug=ddpm", "diffusion.epochs=3", f"paths.cache_dir={cache_dir}",
+        train(*TINY, *TINY_RECIPE, "aug=ddpm", "diffusion.epochs=3", f"paths.cache_dir={cache_dir}",
               f"generator.root={gen}", output_dir=tmp_path / "r2")
     # When to save snapshots does not change the trained generator: no reason to refuse it.
-    train(*TINY, *TINY_GEN[2:8], "aug=ddpm", "+diffusion.snapshot_every_steps=1", "aug.synthetic.ratio=0.5",
+    train(*TINY, *TINY_RECIPE, "aug=ddpm", "+diffusion.snapshot_every_steps=1", "aug.synthetic.ratio=0.5",
           f"paths.cache_dir={cache_dir}", f"generator.root={gen}", "logger=none", output_dir=tmp_path / "r3")
     assert json.loads((tmp_path / "r3" / "results.json").read_text())["synthetic"]["provided"]["generator_trained_here"] is False
     # generate.py samples the saved network as it is, and says that the settings given differ.

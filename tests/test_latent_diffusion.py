@@ -10,7 +10,7 @@ import torch
 from diffusers import DDPMScheduler
 from omegaconf import OmegaConf
 
-from conftest import generate
+from conftest import TINY, compose_config, generate, train
 from ser.diffusion.autoencoder import build_autoencoder, latent_size
 from ser.diffusion.ddpm import SpectrogramDDPM
 from ser.diffusion.generator import SpectrogramGenerator
@@ -25,6 +25,13 @@ TRAINER = OmegaConf.create({"_target_": "pytorch_lightning.Trainer", "max_epochs
 HARDWARE = OmegaConf.create({"accelerator": "cpu", "devices": 1, "strategy": "auto", "num_nodes": 1,
                              "precision": "32-true", "sync_batchnorm": False, "progress_bar": False})
 META = {"emotions": ["a", "b"], "train_speakers": ["s:01"]}
+# The cpu_latent recipe at toy size, for the jobs (a 16x16 image, an 8x8 latent, a few steps).
+TINY_LATENT = ["diffusion=cpu_latent", "diffusion.max_steps=4", "diffusion.image_size=16",
+               "diffusion.autoencoder.block_out_channels=[8,8]", "diffusion.autoencoder.norm_num_groups=4",
+               "diffusion.autoencoder.max_steps=3", "diffusion.unet.block_out_channels=[16,32]",
+               "diffusion.unet.norm_num_groups=8", "diffusion.unet.layers_per_block=1",
+               "diffusion.unet.down_block_types=[DownBlock2D,AttnDownBlock2D]",
+               "diffusion.unet.up_block_types=[AttnUpBlock2D,UpBlock2D]"]
 
 
 def _generator(shift=0.1, scale=2.0) -> SpectrogramGenerator:
@@ -135,12 +142,8 @@ def test_the_autoencoder_learns_and_an_interrupted_generator_keeps_it(tmp_path, 
 @pytest.mark.slow
 def test_generate_trains_and_samples_the_latent_recipe(tmp_path, cache_dir):
     gen = tmp_path / "gen"
-    generate("diffusion=cpu_latent", "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "diffusion.max_steps=4",
-             "diffusion.image_size=16", "diffusion.autoencoder.block_out_channels=[8,8]", "diffusion.autoencoder.norm_num_groups=4",
-             "diffusion.autoencoder.max_steps=3", "diffusion.unet.block_out_channels=[16,32]", "diffusion.unet.norm_num_groups=8",
-             "diffusion.unet.layers_per_block=1", "diffusion.unet.down_block_types=[DownBlock2D,AttnDownBlock2D]",
-             "diffusion.unet.up_block_types=[AttnUpBlock2D,UpBlock2D]", "sample.n_per_emotion=2", "sample.steps=3",
-             "listen.n_per_emotion=1", "listen.griffin_lim_iters=4", "hardware.progress_bar=false",
+    generate(*TINY_LATENT, "dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "sample.n_per_emotion=2",
+             "sample.steps=3", "listen.n_per_emotion=1", "listen.griffin_lim_iters=4", "hardware.progress_bar=false",
              f"paths.cache_dir={cache_dir}", f"generator.root={gen}", output_dir=tmp_path / "run")
     meta = json.loads((gen / "generator" / "metadata.json").read_text())
     assert meta["recipe"] == "cpu_latent" and meta["train_speakers"] == ["synthetic:spk02", "synthetic:spk03"]
@@ -150,3 +153,21 @@ def test_generate_trains_and_samples_the_latent_recipe(tmp_path, cache_dir):
     mels, labels, info = load_synthetic_set(gen / "synthetic" / "synthetic.safetensors")
     assert mels.shape[:3] == (8, 1, 128) and labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     assert mels.min() >= -80 and mels.max() <= 0 and info["image_size"] == 16
+
+
+@pytest.mark.slow
+def test_the_default_recipe_is_latent_and_one_command_makes_and_uses_it(tmp_path):
+    """`python train.py dataset=... aug=ddpm` with no recipe named: the fold's latent generator is
+    trained on demand, its pool drawn through the decoder and mixed in; aug=sdedit edits the real
+    clips with the same generator instead of training another."""
+    for config in ("train", "generate"):
+        assert compose_config(config, output_dir=tmp_path).diffusion.name == "cpu_latent"
+    base = [*TINY, *TINY_LATENT[1:], "generator.sampling.steps=3", f"paths.cache_dir={tmp_path / 'c'}", "logger=none"]
+    ddpm = train(*base, "aug=ddpm", output_dir=tmp_path / "ddpm")["synthetic"]
+    assert ddpm["provided"]["generator_trained_here"] and ddpm["n_used"] == ddpm["n_unique"] == 24
+    gen = next((tmp_path / "c" / "generators").glob("synthetic-loso-f0-*cpu_latent-s0"))
+    meta = json.loads((gen / "generator" / "metadata.json").read_text())
+    assert meta["recipe"] == "cpu_latent" and meta["latent"]["autoencoder_training"]["steps_trained"] == 3
+    assert not DDPMScheduler.from_pretrained(gen / "generator" / "scheduler").config.clip_sample
+    sdedit = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
+    assert not sdedit["synthetic"]["provided"]["generator_trained_here"]
