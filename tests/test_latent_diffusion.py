@@ -171,3 +171,28 @@ def test_the_default_recipe_is_latent_and_one_command_makes_and_uses_it(tmp_path
     assert not DDPMScheduler.from_pretrained(gen / "generator" / "scheduler").config.clip_sample
     sdedit = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
     assert not sdedit["synthetic"]["provided"]["generator_trained_here"]
+
+
+@pytest.mark.slow
+def test_the_latent_recipe_on_whisper_inputs_feeds_the_encoder_directly(tmp_path):
+    """diffusion=cpu_latent_whisper: the latent recipe with Whisper's own input as its image; the
+    decoded samples go into the frozen encoder without a vocoder, and the generator records that
+    front end beside its autoencoder."""
+    from test_encoder import _tiny_whisper
+
+    assert compose_config("train", "diffusion=cpu_latent_whisper", output_dir=tmp_path).diffusion.space == "encoder_input"
+    encoder = _tiny_whisper(tmp_path / "whisper")
+    tiny = ["diffusion=cpu_latent_whisper", *TINY_LATENT[1:]]
+    base = ["dataset.n_speakers=4", "dataset.clips_per_speaker_emotion=3", "features=encoder", f"paths.cache_dir={tmp_path / 'c'}",
+            f"features.encoder.name={encoder}", "model=encoder_linear", "evaluation.n_bootstrap=20", *tiny,
+            "generator.sampling.steps=3", "hardware.progress_bar=false", "logger=none"]
+    ddpm = train(*base, "aug=ddpm", output_dir=tmp_path / "ddpm")
+    assert ddpm["synthetic"]["voiced_and_encoded"]["route"].startswith("generated Whisper inputs")
+    assert ddpm["n_training_rows"] == 36 + 24
+    gen = next((tmp_path / "c" / "generators").glob("*cpu_latent_whisper*")) / "generator"
+    meta = json.loads((gen / "metadata.json").read_text())
+    assert meta["recipe"] == "cpu_latent_whisper" and meta["front_end"]["kind"] == "whisper_input_db"
+    assert meta["latent"]["autoencoder_training"]["steps_trained"] == 3 and (gen / "vae" / "config.json").is_file()
+    # A network on log-mels cannot read Whisper's input: refused with the recipes that fit.
+    with pytest.raises(ValueError, match="models Whisper's input"):
+        train(*TINY, *tiny, "aug=ddpm", f"paths.cache_dir={tmp_path / 'c'}", output_dir=tmp_path / "mel")
