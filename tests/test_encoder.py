@@ -300,6 +300,28 @@ def test_view_weights_balance_the_fused_views():
         view_weights([1.0], [4, 9])
 
 
+
+def test_a_copy_is_not_blown_up_by_a_column_its_speaker_never_varies():
+    """EmoDB's shared clips all last 2.0 s, so pooled positional components are constant within a
+    speaker to float16 precision; a time-stretched or re-voiced copy one encoder frame shorter
+    differs there, and dividing by the speaker's float noise put it about 1e6 standard deviations
+    away (fold 2, aug=sdedit voiced: Frechet ratio 1.4e7, the real-only probe at chance on the copies)."""
+    from ser.models.classical import standardize_per_speaker
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(20, 3))
+    real[:, 2] = np.float32(0.01776) + rng.normal(scale=4.7e-8, size=20)  # a length-only column
+    speakers = ["a"] * 10 + ["b"] * 10
+    copies = real[:4].copy()
+    copies[:, 2] = 0.00785  # one frame shorter
+    copies[:, 0] += 0.5
+    out, extra = standardize_per_speaker(real, speakers, copies, ["a"] * 4)
+    assert np.abs(extra).max() < 10 and np.all(extra[:, 2] == 0.0)
+    # The informative columns keep the speaker's own scaling: the shift shows in units of its spread.
+    a = real[:10, 0]
+    assert extra[:, 0] == pytest.approx((copies[:, 0] - a.mean()) / a.std())
+    assert out[:10, 0] == pytest.approx((a - a.mean()) / a.std())
+
 def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):
     from ser.models.finetune import EncoderFinetune
 

@@ -47,7 +47,18 @@ def standardize_per_speaker(x: np.ndarray, speakers: list[str], extra: np.ndarra
         # A source speaker's copies use its statistics; a generator (no real clips) is one more speaker.
         scaler = scalers[spk] if spk in scalers else StandardScaler().fit(extra[rows])
         extra_out[rows] = scaler.transform(extra[rows])
+        # A column that does not vary among the speaker's real clips, to the float16 precision the
+        # features are stored at, has no spread to measure a copy against: a pooled positional
+        # component depends only on a clip's length, and when every clip has one length (EmoDB's
+        # shared copy: 2.0 s) a time-stretched or re-voiced copy one encoder frame shorter would
+        # land millions of "standard deviations" away. The copy gets the speaker's mean there.
+        extra_out[np.ix_(rows, _flat_columns(scaler))] = 0.0
     return out, extra_out
+
+
+def _flat_columns(scaler: StandardScaler) -> np.ndarray:
+    """Columns whose spread is below float16 resolution at their magnitude."""
+    return np.sqrt(scaler.var_) <= np.finfo(np.float16).eps * np.maximum(np.abs(scaler.mean_), np.finfo(np.float16).tiny)
 
 
 def pooled_layers(features: list, layers) -> np.ndarray:
