@@ -300,7 +300,6 @@ def test_view_weights_balance_the_fused_views():
         view_weights([1.0], [4, 9])
 
 
-
 def test_a_copy_is_not_blown_up_by_a_column_its_speaker_never_varies():
     """EmoDB's shared clips all last 2.0 s, so pooled positional components are constant within a
     speaker to float16 precision; a time-stretched or re-voiced copy one encoder frame shorter
@@ -321,6 +320,7 @@ def test_a_copy_is_not_blown_up_by_a_column_its_speaker_never_varies():
     a = real[:10, 0]
     assert extra[:, 0] == pytest.approx((copies[:, 0] - a.mean()) / a.std())
     assert out[:10, 0] == pytest.approx((a - a.mean()) / a.std())
+
 
 def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):
     from ser.models.finetune import EncoderFinetune
