@@ -21,7 +21,7 @@ from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
-from ser.models.classical import FUSIONS, input_names
+from ser.models.classical import COPIES_NORMS, FUSIONS, input_names
 from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -53,6 +53,7 @@ def check_train_config(cfg: DictConfig) -> None:
             if name not in CLASSICAL_INPUTS:
                 raise invalid_choice("model.inputs", name, CLASSICAL_INPUTS)
         _choice(cfg, "model.fusion", FUSIONS)
+        _choice(cfg, "model.copies_norm", COPIES_NORMS)
         vw = cfg.model.view_weights
         if isinstance(vw, str) and vw != "balanced":
             raise invalid_choice("model.view_weights", vw, ["null", "balanced", "[w1, w2, ...]"])

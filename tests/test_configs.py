@@ -176,6 +176,7 @@ TYPOS = [  # (config, override, what the error must say)
     ("train", "features.kind=wav2vec", "choose one of: mel, smile_lld"),
     ("train", "dataset.kind=emodbb", "choose one of: emodb, ravdess"),
     ("train", "model.kind=deep", "choose one of: neural, classical"),
+    ("train", "model=egemaps_svm model.copies_norm=owns", "model.copies_norm='owns' is not a valid choice; choose one of: source, own"),
     ("train", "callbacks.best_checkpoint._target_=ModelCheckpoint", "callbacks.best_checkpoint._target_='ModelCheckpoint' cannot"),
     ("generate", "mode=trian", "mode='trian' is not a valid choice; choose one of: train, sample, train_sample, enhance, quality"),
     ("generate", "sample.sampler=ddmi", "choose one of: ddpm, ddim, dpmsolver++"),

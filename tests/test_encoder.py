@@ -322,6 +322,34 @@ def test_a_copy_is_not_blown_up_by_a_column_its_speaker_never_varies():
     assert out[:10, 0] == pytest.approx((a - a.mean()) / a.std())
 
 
+def test_copies_are_scaled_with_their_speaker_or_as_a_group_of_their_own():
+    """model.copies_norm: a route that shifts every copy alike (Griffin-Lim voicing before the
+    encoder) keeps that shift under `source` scaling and loses it under `own`, as per-speaker
+    standardisation removes a speaker's own offset; the copies' speakers are untouched."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ser.models.classical import classifier_views
+
+    rng = np.random.default_rng(0)
+    features = [torch.from_numpy(rng.normal(size=(2, 3, 6)).astype(np.float32)) for _ in range(12)]
+    data = SimpleNamespace(features=features, speakers=["a"] * 6 + ["b"] * 6)
+    copies = SimpleNamespace(features=[x + 0.3 for x in features[:6]], speakers=["a"] * 6, functionals=None)
+    model = {"inputs": "encoder_layers", "layers": "all", "feature_set": None, "speaker_norm": True}
+    views = {}
+    for norm in ("source", "own"):
+        cfg = OmegaConf.create({"model": {**model, "copies_norm": norm}})
+        [(_, real)], [extra] = classifier_views(cfg, data, copies)
+        views[norm] = real, extra
+    assert np.array_equal(views["source"][0], views["own"][0])  # the real clips' scaling does not change
+    real_a = views["own"][0][:6]
+    assert views["own"][1] == pytest.approx(real_a, abs=1e-5)  # the shared shift is gone
+    means = slice(0, 3)  # each layer's first columns: frame means, moved by the shift; stds are not
+    assert np.all(views["source"][1][:, means] > real_a[:, means])
+    assert copies.speakers == ["a"] * 6
+
+
 def test_fine_tuning_trains_only_the_top_layers_with_decayed_learning_rates(encoders):
     from ser.models.finetune import EncoderFinetune
 

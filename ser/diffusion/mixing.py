@@ -55,6 +55,15 @@ def fold_edits(cfg, data: LabelledClips, split: Split) -> tuple[list, np.ndarray
     a = cfg.aug.sdedit
     if a.generate not in GENERATE:
         raise invalid_choice("aug.sdedit.generate", a.generate, GENERATE)
+    if float(a.strength) == 0.0:
+        # Strength 0 returns every clip unchanged (the control arm: only the route the copies take
+        # to the classifier, e.g. Griffin-Lim voicing, differs from the real clips), so no generator
+        # is trained or read.
+        idx = [int(i) for i in split.train] * int(a.variants)
+        return [data.features[i].clone() for i in idx], data.labels[idx], [data.speakers[i] for i in idx], {
+            "kind": "sdedit", "path": None, "sources": [data.clips[i].path for i in idx], "n_used": len(idx),
+            "variants": int(a.variants), "strength": 0.0, "generator": "none: strength 0 leaves every clip unchanged",
+            "provided": None, "only": False}
     path = Path(a.path)
     provided = None
     if a.generate == "if_missing":

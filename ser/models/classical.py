@@ -86,6 +86,12 @@ def _functionals(cfg, data) -> np.ndarray:
 
 
 FUSIONS = ("early", "late")  # one classifier on the concatenated views | one per view, probabilities averaged
+# How per-speaker standardisation scales augmented copies of a speaker's clips (model.copies_norm):
+# with the source speaker's real clips' statistics, so a copy keeps whatever the augmentation moved,
+# or each source speaker's copies as a group of their own, which removes what the augmentation
+# route moves by the same amount in every copy (Griffin-Lim voicing shifts every pooled encoder
+# statistic), as standardisation removes a speaker's own offset. Generated clips are one group either way.
+COPIES_NORMS = ("source", "own")
 
 
 def input_names(inputs) -> list[str]:
@@ -169,7 +175,8 @@ def _fit_view(cfg, x, data, split, train, parts, columns: np.ndarray | None = No
 def classifier_views(cfg, data, extra=None) -> tuple[list[tuple[str, np.ndarray]], list]:
     """Every clip's views (`clip_views`) as the classifier reads them: per-speaker standardised
     where `model.speaker_norm` says so. With `extra` (augmented or generated clips), their views
-    too, each row standardised as its speaker's (a generator is one more speaker); else Nones."""
+    too, each row standardised as its source speaker's or with the speaker's other copies
+    (`model.copies_norm`; a generator is one more speaker); else Nones."""
     m = cfg.model
     views = clip_views(m.inputs, m.layers, m.feature_set, data.features, lambda: _functionals(cfg, data))
     extra_views = [None] * len(views)
@@ -177,7 +184,9 @@ def classifier_views(cfg, data, extra=None) -> tuple[list[tuple[str, np.ndarray]
         extra_views = [x for _, x in clip_views(m.inputs, m.layers, m.feature_set, extra.features,
                                                  lambda: np.stack([v.numpy() for v in extra.functionals]).astype(np.float64))]
     if m.speaker_norm and extra is not None:
-        both = [standardize_per_speaker(x, data.speakers, e, extra.speakers) for (_, x), e in zip(views, extra_views)]
+        # The copies' scaling groups; the inner search's CV groups stay their source speakers (_fit_view).
+        groups = extra.speakers if m.copies_norm == "source" else [f"{s} (copies)" for s in extra.speakers]
+        both = [standardize_per_speaker(x, data.speakers, e, groups) for (_, x), e in zip(views, extra_views)]
         views, extra_views = [(name, b[0]) for (name, _), b in zip(views, both)], [b[1] for b in both]
     elif m.speaker_norm:
         views = [(name, standardize_per_speaker(x, data.speakers)) for name, x in views]
