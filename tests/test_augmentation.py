@@ -274,7 +274,7 @@ def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
     assert on(judged)["ua"] > on(syn)["ua"] + 0.3  # the probe hears its own picks; 0.92 against 0.21 at ratio 1
     edits = train(*base, "aug=sdedit", output_dir=tmp_path / "sdedit")
     assert edits["n_training_rows"] == 36 + 24 and not edits["synthetic"]["provided"]["generator_trained_here"]
-    assert list((tmp_path / "c" / "generators").glob("*/synthetic/voiced-gl32-encoder-*"))
+    assert list((tmp_path / "c" / "generators").glob("*/synthetic/voiced-gl32s0-encoder-*"))
     # Both arms say how the probe sees what they added, judged by the probe on real clips alone:
     # exactly what aug=none trains, so its UA on the held-out speakers is that run's.
     none = train(*base, "aug=none", output_dir=tmp_path / "none")
@@ -430,7 +430,7 @@ def test_encoded_generated_spectrograms_are_cached_by_content(tmp_path):
     mels = [torch.rand(1, 128, 8, generator=g) * -80 for _ in range(3)]
     encoder = CountingEncoder()
     first = encode_spectrograms(mels[:2], encoder, tmp_path, n_iter=2)
-    assert encoder.calls == 2 and len(list(tmp_path.glob("voiced-gl2-counting-f0/*.safetensors"))) == 2
+    assert encoder.calls == 2 and len(list(tmp_path.glob("voiced-gl2s0-counting-f0/*.safetensors"))) == 2
     grown = encode_spectrograms(mels, encoder, tmp_path, n_iter=2)  # a grown pool: only the new one is encoded
     assert encoder.calls == 3 and all(torch.equal(a, b) for a, b in zip(first, grown[:2]))
     assert not torch.equal(grown[0], grown[2])

@@ -74,6 +74,8 @@ def test_log_mel_reference_front_end_and_inverse():
     assert db.max() == 0.0 and db.min() >= -80.0
     y = mel_to_audio(db, p, n_iter=8)
     assert abs(len(y) - 2 * SR) < 512 and np.abs(y).max() > 0.1
+    # Griffin-Lim's random starting phases are seeded: one spectrogram, one waveform.
+    assert np.array_equal(mel_to_audio(db, p, n_iter=8), y) and not np.array_equal(mel_to_audio(db, p, n_iter=8, seed=1), y)
 
 
 def test_cache_is_keyed_by_content_and_writes_atomically(tmp_path):

@@ -72,7 +72,8 @@ def encode_spectrograms(mels: list[torch.Tensor], encoder, cache_dir: str | Path
             y = librosa.resample(y, orig_sr=params.sr, target_sr=encoder.sr)
         return encoder.from_signal(y)
 
-    folder = Path(cache_dir) / f"voiced-gl{n_iter}-{encoder.kind}-{encoder.fingerprint()}"
+    # "s0": Griffin-Lim's starting phases seeded (ser/features/mel.py); entries made before were not.
+    folder = Path(cache_dir) / f"voiced-gl{n_iter}s0-{encoder.kind}-{encoder.fingerprint()}"
     return _encoded_cached(list(mels), _key, compute, folder, "voiced and encoded generated spectrograms:")
 
 

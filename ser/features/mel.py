@@ -47,16 +47,18 @@ def log_mel(y: np.ndarray, p: MelParams = MelParams()) -> np.ndarray:
     return db.astype(np.float32)
 
 
-def mel_to_audio(db: np.ndarray, p: MelParams = MelParams(), n_iter: int = 32, peak: float = 0.5) -> np.ndarray:
+def mel_to_audio(db: np.ndarray, p: MelParams = MelParams(), n_iter: int = 32, peak: float = 0.5,
+                 seed: int = 0) -> np.ndarray:
     """Invert a log-mel spectrogram (dB) to a waveform with Griffin-Lim, peak-normalised.
 
-    The absolute level is lost when `ref="max"`, so the output is scaled to `peak`.
+    The absolute level is lost when `ref="max"`, so the output is scaled to `peak`. Griffin-Lim
+    starts from random phases; they are drawn with `seed`, so one spectrogram always gives one
+    waveform (librosa's mel_to_audio draws them from fresh entropy: two voicings of one clip differ,
+    and on EmoDB fold 2 two voicings of the same training copies moved the encoder probe's UA by 0.035).
     """
     power = librosa.db_to_power(db)
-    y = librosa.feature.inverse.mel_to_audio(
-        power, sr=p.sr, n_fft=p.n_fft, hop_length=p.hop_length, fmin=p.fmin, fmax=p.fmax,
-        power=2.0, n_iter=n_iter,
-    )
+    stft = librosa.feature.inverse.mel_to_stft(power, sr=p.sr, n_fft=p.n_fft, power=2.0, fmin=p.fmin, fmax=p.fmax)
+    y = librosa.griffinlim(stft, n_iter=n_iter, hop_length=p.hop_length, n_fft=p.n_fft, random_state=seed)
     return (y / (np.max(np.abs(y)) + 1e-9) * peak).astype(np.float32)
 
 
