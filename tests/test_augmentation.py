@@ -187,6 +187,10 @@ def test_sdedit_variants_of_the_training_clips(tmp_path):
     same = train(*base, "aug.sdedit.strength=0", output_dir=tmp_path / "s0")["synthetic"]
     assert same["n_used"] == 24 and same["strength"] == 0 and same["path"] is None and same["provided"] is None
     assert not (tmp_path / "c" / "generators").exists()
+    from ser.evaluation.aggregate import augmentation_summary
+
+    assert augmentation_summary([{"synthetic": same}])["synthetic"] == {
+        "n_used": 24.0, "n_unique": 24.0, "kept_fraction": None, "sampler": [], "strength": 0.0, "generation_time_s": 0.0}
 
     moved = train(*base, "aug.sdedit.strength=0.5", "aug.sdedit.variants=2", output_dir=tmp_path / "s5")["synthetic"]
     assert moved["n_used"] == 48 and moved["provided"]["generator_trained_here"] and moved["provided"]["edited_here"]

@@ -168,7 +168,7 @@ def augmentation_summary(runs: list[dict]) -> dict | None:
         kept = [s["filter"]["kept_fraction"] for s in syn if s.get("filter")]
         out["synthetic"] = {
             "n_used": mean([s["n_used"] for s in syn]), "n_unique": mean([s.get("n_unique", s["n_used"]) for s in syn]),
-            "kept_fraction": mean(kept), "sampler": sorted({f"{s['sampler']}-{s['steps']}" for s in syn}),
+            "kept_fraction": mean(kept), "sampler": sorted({f"{s['sampler']}-{s['steps']}" for s in syn if "sampler" in s}),  # sdedit at strength 0: none
             "strength": mean([s["strength"] for s in syn if "strength" in s]),
             "generation_time_s": float(sum(m.get("generator_train_time_s", 0) + m.get("sample_time_s", 0)
                                            + m.get("edit_time_s", 0) for m in made))}
