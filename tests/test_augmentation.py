@@ -287,6 +287,7 @@ def test_generated_spectrograms_reach_a_linear_probe_on_an_encoder(tmp_path):
         assert seen["real_classifier_on_heldout"]["ua"] == pytest.approx(none["metrics"]["ua"])
         assert seen["n"] == {"train": 36, "heldout": 12, "generated": 24} and seen["frechet_ratio"] > 0
         assert 0 <= seen["real_classifier_on_generated"]["ua"] <= 1
+        assert "per speaker, copies with their source speaker" in seen["space"]  # model.copies_norm, recorded
 
 
 def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):

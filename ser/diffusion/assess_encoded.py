@@ -73,9 +73,11 @@ def assess_in_classifier_space(cfg, data, split, generated: ExtraClips, real_onl
     n = len(data.emotions)
     on_gen = classification_metrics(generated.labels, predict_extra(cfg, data, real_only, generated).argmax(1), n)
     on_held = classification_metrics(data.labels[heldout], heldout_probs.argmax(1), n)
+    scaling = "with the training clips statistics"
+    if cfg.model.speaker_norm:
+        scaling = f"per speaker, copies {'with their source speaker' if cfg.model.copies_norm == 'source' else 'as a group of their own'}"
     return {
-        "space": f"the probe's input ({', '.join(names)}, {x.shape[1]} columns, standardised "
-                 f"{'per speaker' if cfg.model.speaker_norm else 'with the training clips statistics'}), "
+        "space": f"the probe's input ({', '.join(names)}, {x.shape[1]} columns, standardised {scaling}), "
                  f"its {e_train.shape[1]} leading principal components on the training clips, whitened",
         "n": {"train": len(train), "heldout": len(heldout), "generated": len(e_gen)},
         "frechet": fd,
