@@ -116,7 +116,8 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
         assert np.isfinite(emb["frechet"][name]) and emb["frechet"][name] >= 0 and np.isfinite(emb["kid"][name]["mean"])
     # The image size's ceiling: held-out clips squeezed to the generator's 16x16 and back.
     assert np.isfinite(emb["kid"]["squeezed_vs_train"]["mean"]) and quality["real_classifier_on_squeezed"]["image_size"] == 16
-    assert emb["kid_ratio"]["squeezed"] == pytest.approx(emb["kid"]["squeezed_vs_train"]["mean"] / emb["kid"]["heldout_vs_train"]["mean"])
+    held = emb["kid"]["heldout_vs_train"]["mean"]  # at this size it can be <= 0: then no ratio (kid_ratios)
+    assert emb["kid_ratio"]["squeezed"] == (pytest.approx(emb["kid"]["squeezed_vs_train"]["mean"] / held) if held > 0 else None)
     for group in ("synthetic", "heldout"):
         assert 0 <= emb["precision_recall"][group]["precision"] <= 1 and 0 <= emb["precision_recall"][group]["recall"] <= 1
     assert 0 <= quality["image"]["memorization"]["close_rate"] <= 1
@@ -207,3 +208,14 @@ def test_a_generator_trained_with_other_settings_is_refused(tmp_path, cache_dir,
         generate(*TINY_GEN, "mode=sample", "diffusion.lr=0.001", f"paths.cache_dir={cache_dir}", f"generator.root={gen}",
                  output_dir=tmp_path / "r4")
     assert "diffusion.lr: 0.0002 there, 0.001 here" in caplog.text
+
+
+def test_a_kid_ratio_to_a_held_out_kid_at_or_below_zero_is_undefined():
+    from ser.diffusion.assess import kid_ratios
+
+    kid = {"synthetic_vs_train": {"mean": 0.04, "std": 0.01}, "squeezed_vs_train": {"mean": 0.002, "std": 0.001},
+           "heldout_vs_train": {"mean": 0.01, "std": 0.02}}
+    assert kid_ratios(kid) == {"synthetic": pytest.approx(4.0), "squeezed": pytest.approx(0.2)}
+    kid["heldout_vs_train"]["mean"] = -0.00038  # EmoDB fold 3's test speaker: -104x before
+    undefined = kid_ratios(kid)
+    assert undefined["synthetic"] is None and undefined["squeezed"] is None and "-0.00038" in undefined["undefined"]

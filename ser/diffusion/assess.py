@@ -117,10 +117,7 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
                              for name, b in (("synthetic", e_syn), ("heldout", e_held))} | {"k": k},
         "memorization": q.memorization(e_train, e_syn, e_held, quantile=qc.memorization_quantile),
     }
-    kid = embedding["kid"]
-    # How far from real speech: KID in units of the held-out speakers' KID (the targets are ratios).
-    embedding["kid_ratio"] = {"synthetic": kid["synthetic_vs_train"]["mean"] / kid["heldout_vs_train"]["mean"],
-                              "squeezed": kid["squeezed_vs_train"]["mean"] / kid["heldout_vs_train"]["mean"]}
+    embedding["kid_ratio"] = kid_ratios(embedding["kid"])
     # Copying shows best where the generator works: its own [-1, 1] image space.
     as_images = lambda mels: torch.stack([to_image(db_to_model(m), size) for m in mels]).flatten(1).numpy()  # noqa: E731
     image = {"memorization": q.memorization(as_images([data.features[i] for i in train]), as_images(list(syn_mels)),
@@ -157,3 +154,16 @@ def assess_synthetic_set(cfg: DictConfig, data: LabelledClips, split: Split) -> 
              *e["precision_recall"]["synthetic"].values(), *e["precision_recall"]["heldout"].values(), image["memorization"]["close_rate"],
              qc.memorization_quantile, on_syn["ua"], on_held["ua"], out)
     return report
+
+
+def kid_ratios(kid: dict) -> dict:
+    """How far from real speech: KID in units of the held-out speakers' KID (item 2's target is a
+    ratio). The unbiased KID of a held-out speaker the embedding cannot tell from the training
+    speakers can be zero or negative (EmoDB fold 3: -0.0004, subset sd 0.024); a ratio to it is
+    then undefined, not a large negative number, and says why."""
+    held = kid["heldout_vs_train"]["mean"]
+    if held <= 0:
+        return {"synthetic": None, "squeezed": None,
+                "undefined": f"the held-out speakers' KID is {held:.5f} (subset sd {kid['heldout_vs_train']['std']:.4f}): "
+                             "this embedding does not tell them from the training speakers, so there is no scale to divide by"}
+    return {"synthetic": kid["synthetic_vs_train"]["mean"] / held, "squeezed": kid["squeezed_vs_train"]["mean"] / held}

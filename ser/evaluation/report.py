@@ -123,7 +123,10 @@ def _figures_markdown(figures: dict) -> str:
                 continue
             kid, pr = qr["embedding"]["kid"], qr["embedding"]["precision_recall"]
             ratio = qr["embedding"].get("kid_ratio")  # quality.json files before the ceiling lack it
-            ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)" if ratio else "-"
+            if ratio and ratio["synthetic"] is None:
+                ratio = "undefined (held-out KID <= 0)"
+            else:
+                ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)" if ratio else "-"
             lines.append(
                 f"| {e['fold']} | {e['generator_seed']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | {ratio} | "
                 f"{pr['synthetic']['precision']:.2f} / {pr['synthetic']['recall']:.2f} "
