@@ -99,6 +99,14 @@ def test_imports_in_function_bodies_are_only_the_documented_lazy_ones():
     assert nested <= LAZY_IMPORTS
 
 
+def test_every_package_docstring_maps_its_modules():
+    """Each folder's __init__ docstring is the newcomer's map of it: it must name every file there."""
+    unnamed = [str(path.relative_to(ROOT)) for init in PACKAGE.glob("*/__init__.py")
+               for path in sorted(init.parent.glob("*.py"))
+               if path.name != "__init__.py" and path.name not in (ast.get_docstring(ast.parse(init.read_text())) or "")]
+    assert unnamed == []
+
+
 @pytest.mark.parametrize("module", sorted(_modules()))
 def test_every_module_imports(module):
     importlib.import_module(module)

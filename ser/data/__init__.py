@@ -1,1 +1,2 @@
-"""Corpora, splits and the DataModule that serves cached spectrograms."""
+"""Corpora (corpora.py, the built-in synthetic one in synthetic.py, download.py), speaker-independent
+splits (splits.py), configs -> clips, features and split (build.py), and the DataModule (datamodule.py)."""

@@ -1,1 +1,3 @@
-"""Metrics, confidence intervals, paired tests, aggregation of runs and plots."""
+"""Metrics and bootstrap CIs on one test set (metrics.py), many runs compared with paired tests
+(aggregate.py), distances between sets of embeddings for synthetic data (quality.py), the figures
+(plots.py) and evaluate.py's written report (report.py)."""
