@@ -21,8 +21,8 @@ from ser.diffusion.mixing import CLASSES, GENERATE
 from ser.diffusion.selection import CLASSIFIER_JUDGE, JUDGES
 from ser.errors import ConfigError, invalid_choice
 from ser.features.encoder import WINDOWS
-from ser.models.classical import COPIES_NORMS, FUSIONS, input_names
 from ser.features.transforms import NORMALIZATIONS, PAD_MODES, RESIZE_METHODS
+from ser.models.classical import COPIES_NORMS, FUSIONS, input_names
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 

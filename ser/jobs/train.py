@@ -68,30 +68,8 @@ def _run(cfg: DictConfig, run_dir: Path, arm: dict | None) -> dict | None:
         if y_prob is None:
             return None
     else:
-        copies, generated = None, None
-        if wants_audio(cfg.aug):
-            reads = "functionals" in input_names(cfg.model.inputs)
-            smile = SmileFunctionals(cfg.model.feature_set, cfg.features.sr, cfg.features.min_duration,
-                                     cfg.features.max_duration) if reads else None
-            copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
-        elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
-            # The same probe on the real clips alone (what aug=none trains): the yardstick the
-            # generated clips are measured by, and the filter's judge with aug.synthetic.judge=classifier.
-            real_probs, _, real_only = fit_predict_classical(cfg, data, split)
-            copies, generated = generated_for_encoder(cfg, data, split, real_only)
-        y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
-        if generated is not None:
-            # How this probe sees the generated clips, judged by the same probe on real clips alone.
-            generated["quality_in_classifier_space"] = assess_in_classifier_space(
-                cfg, data, split, copies, real_only, real_probs, seed=cfg.seed)
-            log_classifier_space_quality(generated["quality_in_classifier_space"])
-        extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
-        extra["synthetic"] = generated
+        y_prob, extra = _fit_predict_classical(cfg, data, split, run_dir)
         loggers = []
-        if linear is not None:  # a linear classifier exports as arrays; a kernel SVM does not
-            linear.save(run_dir / "model", {"front_end": _front_end_spec(cfg), "trained_on": split.train_speakers,
-                                            "model": {k: OmegaConf.to_container(cfg.model, resolve=True)[k]
-                                                      for k in ("inputs", "layers", "feature_set", "speaker_norm")}})
     if split.protocol == "cross_corpus":
         corpora = lambda side: sorted({s.split(":")[0] for s in side})  # noqa: E731
         extra["cross_corpus"] = {"train": corpora(split.train_speakers), "test": corpora(split.test_speakers),
@@ -115,6 +93,35 @@ def _front_end_spec(cfg) -> dict:
     if cfg.features.kind in DIGESTS:
         front_end["encoder"][DIGESTS[cfg.features.kind]] = front_end_from(cfg.features).digest
     return front_end
+
+
+def _fit_predict_classical(cfg, data, split, run_dir: Path):
+    """The classical path (an SVM on functionals, a linear probe on encoder layers), with the copies
+    an augmentation arm adds: waveform-augmented clips, or generated clips encoded like real ones."""
+    copies, generated = None, None
+    if wants_audio(cfg.aug):
+        reads = "functionals" in input_names(cfg.model.inputs)
+        smile = SmileFunctionals(cfg.model.feature_set, cfg.features.sr, cfg.features.min_duration,
+                                 cfg.features.max_duration) if reads else None
+        copies = augmented_clips(cfg, data, np.concatenate([split.train, split.val]), functionals=smile)
+    elif wants_synthetic(cfg.aug) or wants_edits(cfg.aug):
+        # The same probe on the real clips alone (what aug=none trains): the yardstick the
+        # generated clips are measured by, and the filter's judge with aug.synthetic.judge=classifier.
+        real_probs, _, real_only = fit_predict_classical(cfg, data, split)
+        copies, generated = generated_for_encoder(cfg, data, split, real_only)
+    y_prob, extra, linear = fit_predict_classical(cfg, data, split, extra=copies)
+    if generated is not None:
+        # How this probe sees the generated clips, judged by the same probe on real clips alone.
+        generated["quality_in_classifier_space"] = assess_in_classifier_space(
+            cfg, data, split, copies, real_only, real_probs, seed=cfg.seed)
+        log_classifier_space_quality(generated["quality_in_classifier_space"])
+    extra["audio_augmentation"] = _audio_report(cfg, copies) if generated is None else None
+    extra["synthetic"] = generated
+    if linear is not None:  # a linear classifier exports as arrays; a kernel SVM does not
+        linear.save(run_dir / "model", {"front_end": _front_end_spec(cfg), "trained_on": split.train_speakers,
+                                        "model": {k: OmegaConf.to_container(cfg.model, resolve=True)[k]
+                                                  for k in ("inputs", "layers", "feature_set", "speaker_norm")}})
+    return y_prob, extra
 
 
 def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
