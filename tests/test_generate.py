@@ -219,3 +219,20 @@ def test_a_kid_ratio_to_a_held_out_kid_at_or_below_zero_is_undefined():
     kid["heldout_vs_train"]["mean"] = -0.00038  # EmoDB fold 3's test speaker: -104x before
     undefined = kid_ratios(kid)
     assert undefined["synthetic"] is None and undefined["squeezed"] is None and "-0.00038" in undefined["undefined"]
+
+
+def test_evaluate_prints_an_undefined_kid_ratio_as_undefined():
+    from ser.evaluation.report import _figures_markdown
+
+    def quality(kid_ratio):
+        pr = {"precision": 0.2, "recall": 0.9}
+        return {"embedding": {"kid": {"synthetic_vs_train": {"mean": 0.04}, "heldout_vs_train": {"mean": -0.00038}},
+                              "precision_recall": {"synthetic": pr, "heldout": pr}, "kid_ratio": kid_ratio},
+                "image": {"memorization": {"close_rate": 0.01}},
+                "real_classifier_on_synthetic": {"ua": 0.6}, "real_classifier_on_heldout": {"ua": 0.8}}
+
+    sets = [{"fold": f, "generator_seed": 0, "grid": None, "quality": q} for f, q in
+            ((0, quality({"synthetic": 2.5, "squeezed": 0.7})), (3, quality({"synthetic": None, "squeezed": None})),
+             (5, quality(None)))]
+    rows = _figures_markdown({"learning_curves": None, "synthetic_sets": sets}).splitlines()[-3:]
+    assert [r.split(" | ")[3] for r in rows] == ["2.5x (0.7x)", "undefined (held-out KID <= 0)", "-"]

@@ -122,11 +122,13 @@ def _figures_markdown(figures: dict) -> str:
                              f"{Path(e['grid']).name if e['grid'] else '-'} |")
                 continue
             kid, pr = qr["embedding"]["kid"], qr["embedding"]["precision_recall"]
-            ratio = qr["embedding"].get("kid_ratio")  # quality.json files before the ceiling lack it
-            if ratio and ratio["synthetic"] is None:
+            ratio = qr["embedding"].get("kid_ratio")
+            if not ratio:  # quality.json files before the ceiling lack it
+                ratio = "-"
+            elif ratio["synthetic"] is None:
                 ratio = "undefined (held-out KID <= 0)"
             else:
-                ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)" if ratio else "-"
+                ratio = f"{ratio['synthetic']:.1f}x ({ratio['squeezed']:.1f}x)"
             lines.append(
                 f"| {e['fold']} | {e['generator_seed']} | {kid['synthetic_vs_train']['mean']:.4f} ({kid['heldout_vs_train']['mean']:.4f}) | {ratio} | "
                 f"{pr['synthetic']['precision']:.2f} / {pr['synthetic']['recall']:.2f} "
