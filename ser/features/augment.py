@@ -24,6 +24,11 @@ from ser.errors import ConfigError
 from ser.features.audio import load_audio
 
 
+def wants_audio(aug) -> bool:
+    """aug=audio: waveform-augmented copies of the training clips."""
+    return "audio" in aug and aug.audio.variants > 0
+
+
 def build_augmenter(transforms: list[dict]):
     """audiomentations.Compose of `_target_` configs (each with its own probability `p`)."""
     if not transforms:

@@ -27,6 +27,7 @@ from ser.environment import describe_environment
 from ser.evaluation.aggregate import arm_label
 from ser.evaluation.metrics import bootstrap_ci, classification_metrics
 from ser.evaluation.plots import plot_confusion, plot_layer_weights
+from ser.features.augment import wants_audio
 from ser.features.smile import SmileFunctionals
 from ser.hardware import build_trainer, inference_device
 from ser.instantiators import instantiate_callbacks, instantiate_loggers
@@ -210,11 +211,6 @@ def _fit_predict_neural(cfg, data, split, run_dir: Path, arm):
         "audio_augmentation": _audio_report(cfg, copies),
     }
     return y_prob, extra, loggers
-
-
-def wants_audio(aug) -> bool:
-    """aug=audio: waveform-augmented copies of the training clips."""
-    return "audio" in aug and aug.audio.variants > 0
 
 
 def _audio_report(cfg, copies) -> dict | None:
