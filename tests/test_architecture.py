@@ -107,6 +107,13 @@ def test_every_package_docstring_maps_its_modules():
     assert unnamed == []
 
 
+def test_the_developers_guide_maps_every_module():
+    """DEVELOPERS.md's layout is the contributor's map of the whole package: it names every file."""
+    guide = (ROOT / "DEVELOPERS.md").read_text()
+    unnamed = [str(p.relative_to(ROOT)) for p in sorted(PACKAGE.rglob("*.py")) if p.name != "__init__.py" and p.name not in guide]
+    assert unnamed == []
+
+
 @pytest.mark.parametrize("module", sorted(_modules()))
 def test_every_module_imports(module):
     importlib.import_module(module)
