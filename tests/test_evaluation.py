@@ -96,6 +96,19 @@ def test_arms_without_a_generator_ignore_the_generator_choice(tmp_path):
     assert list(ddpm["comparisons"]) == ["aug=none"] and ddpm["vs_best_classical"]["arm"] == "aug=audio"
 
 
+def test_runs_pair_across_folds_whose_generators_live_in_their_own_folders(tmp_path):
+    # Each fold's generator kept at its own generator.root (and read with generate=never), as a
+    # user who made them with generate.py does; runs recorded that way before it left the arm pair too.
+    for fold in range(3):
+        _write_run(tmp_path, f"n{fold}", "none", {}, fold, 6)
+        _write_run(tmp_path, f"d{fold}", "ddpm", {"generator.root": f"/gens/f{fold}", "aug.synthetic.generate": "never"},
+                   fold, 7, synthetic={"n_used": 10, "n_unique": 10, "sampler": "ddim", "steps": 50, "filter": None})
+    summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}])
+    assert {a["arm"] for a in summary["arms"]} == {"aug=none", "aug=ddpm"}
+    ddpm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
+    assert ddpm["n_runs"] == 3 and ddpm["comparisons"]["aug=none"]["n_pairs"] == 3
+
+
 def test_runs_without_a_generator_ignore_the_diffusion_settings_they_were_given(tmp_path):
     # One sweep gives every arm the generators' settings; aug=none read no generator, so it is one
     # arm, and the ddpm arm is compared with it.

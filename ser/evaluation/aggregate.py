@@ -136,6 +136,12 @@ def baseline_of(arm: dict, baseline: dict) -> dict:
 
 # Choices that only generative arms read: an arm without a generator is the same whatever they say.
 GENERATOR_KEYS = ("diffusion", "generator")
+# Overrides that say where a fold's generator and samples live, or whether a run may make them, and
+# change no result (a generator or pool of another fold, recipe or sampler is refused:
+# ser/diffusion/provenance.py, mixing.py). They are never part of an arm, so runs that kept each
+# fold's generator at its own `generator.root` pair across folds.
+WHERE_NOT_WHAT = ("generator.root", "generator.dir", "generator.synthetic_dir", "aug.synthetic.path",
+                  "aug.sdedit.path", "aug.synthetic.generate", "aug.sdedit.generate")
 
 
 def without_generator(spec: dict) -> dict:
@@ -197,7 +203,7 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     runs = find_runs(paths)
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
-        arm = {k: str(v) for k, v in r["arm"].items()}
+        arm = {k: str(v) for k, v in r["arm"].items() if k not in WHERE_NOT_WHAT}  # also in runs recorded before
         # A run that read no generator is the same arm whatever diffusion/generator settings it was given.
         r["arm"] = arm if r.get("synthetic") else without_generator(arm)
         by_arm[arm_label(r["arm"])].append(r)
