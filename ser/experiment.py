@@ -12,11 +12,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from ser.evaluation.aggregate import WHERE_NOT_WHAT
-
 # Overrides that vary *within* an arm (replicates) or do not change what is measured.
 NOT_ARM = ("split.fold", "seed", "generator.seed", "hydra", "paths", "logger", "callbacks", "hardware", "resume",
-           "features.workers", "evaluation", *WHERE_NOT_WHAT)
+           "features.workers", "evaluation")
 # A preset sets values of its own (e.g. emodb_cpu's ensemble size), so it is part of the arm. The
 # generator recipe (`diffusion`) is not listed: every run composes one, but only aug=ddpm runs use
 # it, so it joins the arm only when set on the command line (then for every run of the sweep alike,

@@ -97,14 +97,19 @@ def test_arms_without_a_generator_ignore_the_generator_choice(tmp_path):
 
 
 def test_runs_pair_across_folds_whose_generators_live_in_their_own_folders(tmp_path):
-    # Each fold's generator kept at its own generator.root (and read with generate=never), as a
-    # user who made them with generate.py does; runs recorded that way before it left the arm pair too.
+    # Each fold's generator kept at its own generator.root (read with generate=never), one command a
+    # fold: one arm. Two snapshots of a generator on the same folds: two arms, as before.
+    syn = {"n_used": 10, "n_unique": 10, "sampler": "ddim", "steps": 50, "filter": None}
     for fold in range(3):
         _write_run(tmp_path, f"n{fold}", "none", {}, fold, 6)
         _write_run(tmp_path, f"d{fold}", "ddpm", {"generator.root": f"/gens/f{fold}", "aug.synthetic.generate": "never"},
-                   fold, 7, synthetic={"n_used": 10, "n_unique": 10, "sampler": "ddim", "steps": 50, "filter": None})
+                   fold, 7, synthetic=syn)
+        for step in (1000, 2000):
+            _write_run(tmp_path, f"s{step}-{fold}", "sdedit", {"generator.root": f"/snap/step_{step}"}, fold,
+                       6 + step // 1000, synthetic=syn)
     summary = aggregate([tmp_path], tmp_path / "summary", baselines=[{"aug": "none"}])
-    assert {a["arm"] for a in summary["arms"]} == {"aug=none", "aug=ddpm"}
+    assert {a["arm"] for a in summary["arms"]} == {"aug=none", "aug=ddpm", "aug=sdedit,generator.root=/snap/step_1000",
+                                                  "aug=sdedit,generator.root=/snap/step_2000"}
     ddpm = next(a for a in summary["arms"] if a["arm_spec"]["aug"] == "ddpm")
     assert ddpm["n_runs"] == 3 and ddpm["comparisons"]["aug=none"]["n_pairs"] == 3
 

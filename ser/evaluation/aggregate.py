@@ -136,12 +136,31 @@ def baseline_of(arm: dict, baseline: dict) -> dict:
 
 # Choices that only generative arms read: an arm without a generator is the same whatever they say.
 GENERATOR_KEYS = ("diffusion", "generator")
-# Overrides that say where a fold's generator and samples live, or whether a run may make them, and
-# change no result (a generator or pool of another fold, recipe or sampler is refused:
-# ser/diffusion/provenance.py, mixing.py). They are never part of an arm, so runs that kept each
-# fold's generator at its own `generator.root` pair across folds.
+# Overrides that say where a run's generator and samples live, or whether it may make them.
 WHERE_NOT_WHAT = ("generator.root", "generator.dir", "generator.synthetic_dir", "aug.synthetic.path",
                   "aug.sdedit.path", "aug.synthetic.generate", "aug.sdedit.generate")
+
+
+def merge_relocated(by_arm: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """Arms that differ only in WHERE_NOT_WHAT and never ran the same fold and seed are one arm:
+    each fold's generator kept in a folder of its own (`generator.root=<fold's folder>`, one command
+    a fold). Arms that share a fold and seed stay apart, since there the folders can hold different
+    generators (snapshots of one training, each its own arm)."""
+    groups: dict[str, list[str]] = defaultdict(list)
+    for label, runs in by_arm.items():
+        core = {k: v for k, v in runs[0]["arm"].items() if k not in WHERE_NOT_WHAT}
+        groups[arm_label(core)].append(label)
+    merged: dict[str, list[dict]] = {}
+    for core, labels in groups.items():
+        keys = [{(r["fold"], r["seed"]) for r in by_arm[label]} for label in labels]
+        if len(labels) > 1 and sum(map(len, keys)) == len(set().union(*keys)):
+            runs = [r for label in labels for r in by_arm[label]]
+            for r in runs:
+                r["arm"] = {k: v for k, v in r["arm"].items() if k not in WHERE_NOT_WHAT}
+            merged[core] = runs
+        else:
+            merged.update({label: by_arm[label] for label in labels})
+    return merged
 
 
 def without_generator(spec: dict) -> dict:
@@ -203,10 +222,11 @@ def aggregate(paths, out_dir: str | Path, baselines: list[dict] | None = None, m
     runs = find_runs(paths)
     by_arm: dict[str, list[dict]] = defaultdict(list)
     for r in runs:
-        arm = {k: str(v) for k, v in r["arm"].items() if k not in WHERE_NOT_WHAT}  # also in runs recorded before
+        arm = {k: str(v) for k, v in r["arm"].items()}
         # A run that read no generator is the same arm whatever diffusion/generator settings it was given.
         r["arm"] = arm if r.get("synthetic") else without_generator(arm)
         by_arm[arm_label(r["arm"])].append(r)
+    by_arm = merge_relocated(by_arm)
     rows = [summarize_arm(rs) for _, rs in sorted(by_arm.items())]
     for row in rows:
         row["comparisons"] = {}
