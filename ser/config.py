@@ -1,8 +1,10 @@
 """Check a composed config before any work starts: every option with a fixed set of values holds
-one of them, every `_target_` names something importable, and the choices fit together.
+one of them, every number is in its range, every `_target_` names something importable, and the
+choices fit together.
 
-A typo (`mode=trian`, `model.select=bets`) fails here in seconds, naming the valid choices,
-instead of minutes later or, worse, never. The valid values come from the modules that use them.
+A typo (`mode=trian`, `model.select=bets`) or an impossible number (`aug.synthetic.ratio=-1`,
+`split.n_val_speakers=-1`) fails here in seconds, naming the valid values, instead of minutes later
+or, worse, never. The valid choices come from the modules that use them.
 """
 
 from __future__ import annotations
@@ -38,8 +40,77 @@ GENERATE_MODES = ("train", "sample", "train_sample", "enhance", "quality")
 EVALUATE_METRICS = ("ua", "wa", "macro_f1")
 
 
+def _count(low: int):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
+
+
+def _number(low: float, high: float | None = None, *, above: bool = False, below: bool = False):
+    """A number in [low, high]; `above`/`below` exclude the bound."""
+    def ok(v) -> bool:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            return False
+        return (v > low if above else v >= low) and (high is None or (v < high if below else v <= high))
+    if high is None:
+        return ok, f"a number {'>' if above else '>='} {low}"
+    return ok, f"a number in {'(' if above else '['}{low}, {high}{')' if below else ']'}"
+
+
+def _or_null(rule):
+    ok, text = rule
+    return (lambda v: v is None or ok(v)), f"{text}, or null"
+
+
+# Numeric options and their ranges. A key the composed config lacks (aug.synthetic outside
+# aug=ddpm, model.epochs of a classical model) is not checked; an impossible value would otherwise
+# run silently (a negative ratio or variant count adds nothing, a negative n_val_speakers makes most
+# training speakers validation speakers) or fail late with an error that names no option.
+COMMON_NUMBERS = (
+    ("seed", _count(0)),
+    ("dataset.train_fraction", _number(0, 1, above=True)),  # 1: every training clip; 0.25: the low-data regime
+)
+TRAIN_NUMBERS = COMMON_NUMBERS + (
+    ("split.n_val_speakers", _count(0)),  # the upper bound (training speakers left) is checked by the split
+    ("split.k", _count(2)),
+    ("split.val_fraction", _number(0, 1, above=True, below=True)),
+    ("model.epochs", _count(1)),
+    ("model.batch_size", _count(1)),
+    ("aug.mixup_alpha", _number(0)),  # 0: no mixup
+    ("aug.synthetic.ratio", _number(0)),  # 0: no synthetic clips (the real-only point of a ratio sweep)
+    ("aug.audio.variants", _count(0)),
+    ("aug.sdedit.variants", _count(0)),
+    ("aug.sdedit.strength", _number(0, 1)),  # 0: the clips unchanged; 1: plain sampling
+)
+RECIPE_NUMBERS = (
+    ("diffusion.batch_size", _count(1)),
+    ("diffusion.epochs", _count(1)),
+    ("diffusion.max_steps", ((lambda v: v == -1 or _count(1)[0](v)), "an integer >= 1, or -1 (epochs decide)")),
+    ("diffusion.lr", _number(0, above=True)),
+    ("diffusion.p_uncond", _number(0, 1, below=True)),
+    ("diffusion.ema_decay", _number(0, 1, below=True)),
+)
+SAMPLING_NUMBERS = (
+    ("generator.sampling.steps", _count(1)),
+    ("generator.sampling.guidance", _number(0)),
+)
+GENERATE_NUMBERS = COMMON_NUMBERS + SAMPLING_NUMBERS + (
+    ("sample.n_per_emotion", _count(1)),
+    ("sample.steps", _count(1)),
+    ("sample.guidance", _number(0)),
+    ("sample.frames", _or_null(_count(1))),
+    ("enhance.strength", _number(0, 1)),
+    ("enhance.n", _count(1)),
+    ("enhance.steps", _count(1)),
+    ("enhance.guidance", _number(0)),
+    ("quality.knn_k", _count(1)),
+    ("quality.memorization_quantile", _number(0, 1, above=True, below=True)),
+    ("listen.n_per_emotion", _count(0)),
+    ("listen.griffin_lim_iters", _count(1)),
+)
+
+
 def check_train_config(cfg: DictConfig) -> None:
     _check_common(cfg)
+    _check_numbers(cfg, TRAIN_NUMBERS)
     _choice(cfg, "model.kind", MODEL_KINDS)
     if cfg.model.kind == "neural":
         for key, choices in (("model.select", SELECT), ("model.class_weights", CLASS_WEIGHTS),
@@ -67,6 +138,7 @@ def check_train_config(cfg: DictConfig) -> None:
 
 def check_generate_config(cfg: DictConfig) -> None:
     _check_common(cfg)
+    _check_numbers(cfg, GENERATE_NUMBERS)
     _choice(cfg, "mode", GENERATE_MODES)
     _choice(cfg, "sample.sampler", SAMPLERS)
     _choice(cfg, "enhance.sampler", SAMPLERS)
@@ -93,6 +165,16 @@ def _choice(cfg: DictConfig, key: str, choices) -> None:
     value = OmegaConf.select(cfg, key)
     if value not in choices:
         raise invalid_choice(key, value, choices)
+
+
+_ABSENT = object()
+
+
+def _check_numbers(cfg: DictConfig, rules) -> None:
+    for key, (ok, text) in rules:
+        node = OmegaConf.select(cfg, key, default=_ABSENT)
+        if node is not _ABSENT and not ok(node):
+            raise ConfigError(f"{key}={node!r} is not a valid value: it must be {text}")
 
 
 def check_targets(cfg: DictConfig, path: str = "") -> None:
@@ -186,6 +268,7 @@ def _check_synthetic(cfg: DictConfig) -> None:
         return
     what = f"aug={cfg.aug.name}"
     _choice(cfg, "generator.sampling.sampler", SAMPLERS)
+    _check_numbers(cfg, SAMPLING_NUMBERS)
     _choice(cfg, "diffusion.space", SPACES)
     _check_recipe(cfg)
     if cfg.diffusion.space == "encoder_input" and not voices_for_encoder(cfg):
@@ -194,8 +277,6 @@ def _check_synthetic(cfg: DictConfig) -> None:
                           "recipe (diffusion=cpu) here")
     if "sdedit" in cfg.aug:
         _choice(cfg, "aug.sdedit.generate", GENERATE)
-        if not 0.0 <= float(cfg.aug.sdedit.strength) <= 1.0:
-            raise ConfigError(f"aug.sdedit.strength={cfg.aug.sdedit.strength} must be in [0, 1] (0: the clip unchanged)")
     if "synthetic" in cfg.aug:
         _choice(cfg, "aug.synthetic.generate", GENERATE)
         _choice(cfg, "aug.synthetic.classes", CLASSES)
@@ -224,6 +305,7 @@ def _check_recipe(cfg: DictConfig) -> None:
     """The generator recipe's choices, and the keys of its network blocks: a misspelt UNet or
     autoencoder setting would otherwise fail only after the autoencoder trained, or be ignored."""
     _choice(cfg, "diffusion.lr_schedule", LR_SCHEDULES)
+    _check_numbers(cfg, RECIPE_NUMBERS)
     for block, settings in (("unet", UNET_SETTINGS), ("autoencoder", AUTOENCODER_SETTINGS)):
         for key in cfg.diffusion.get(block) or {}:
             if key not in settings:

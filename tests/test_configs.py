@@ -188,7 +188,32 @@ TYPOS = [  # (config, override, what the error must say)
 ]
 
 
-@pytest.mark.parametrize("config,override,message", TYPOS)
+IMPOSSIBLE_NUMBERS = [  # (config, override, what the error must say): each once ran silently or failed late
+    ("train", "aug=ddpm aug.synthetic.ratio=-1", "aug.synthetic.ratio=-1 is not a valid value: it must be a number >= 0"),
+    ("train", "aug=audio aug.audio.variants=-2", "aug.audio.variants=-2 is not a valid value: it must be an integer >= 0"),
+    ("train", "aug=audio aug.audio.variants=1.5", "aug.audio.variants=1.5 is not a valid value: it must be an integer >= 0"),
+    ("train", "aug=sdedit aug.sdedit.variants=-1", "aug.sdedit.variants=-1 is not"),
+    ("train", "aug=specaug aug.mixup_alpha=-1", "aug.mixup_alpha=-1 is not a valid value: it must be a number >= 0"),
+    ("train", "dataset.train_fraction=1.5", "dataset.train_fraction=1.5 is not a valid value: it must be a number in (0, 1]"),
+    ("train", "dataset.train_fraction=0", "it must be a number in (0, 1]"),
+    ("train", "split.n_val_speakers=-1", "split.n_val_speakers=-1 is not a valid value: it must be an integer >= 0"),
+    ("train", "model.epochs=0", "model.epochs=0 is not a valid value: it must be an integer >= 1"),
+    ("train", "model.batch_size=0", "model.batch_size=0 is not"),
+    ("train", "seed=-3", "seed=-3 is not a valid value: it must be an integer >= 0"),
+    ("train", "aug=ddpm generator.sampling.steps=0", "generator.sampling.steps=0 is not"),
+    ("train", "aug=ddpm diffusion.p_uncond=1.0", "diffusion.p_uncond=1.0 is not a valid value: it must be a number in [0, 1)"),
+    ("train", "aug=ddpm diffusion.max_steps=0", "it must be an integer >= 1, or -1 (epochs decide)"),
+    ("generate", "sample.n_per_emotion=0", "sample.n_per_emotion=0 is not a valid value: it must be an integer >= 1"),
+    ("generate", "sample.guidance=-1", "sample.guidance=-1 is not a valid value: it must be a number >= 0"),
+    ("generate", "sample.frames=0", "sample.frames=0 is not a valid value: it must be an integer >= 1, or null"),
+    ("generate", "enhance.strength=1.2", "enhance.strength=1.2 is not a valid value: it must be a number in [0, 1]"),
+    ("generate", "quality.knn_k=0", "quality.knn_k=0 is not"),
+    ("generate", "quality.memorization_quantile=1", "it must be a number in (0, 1)"),
+    ("generate", "diffusion.lr=0", "diffusion.lr=0 is not a valid value: it must be a number > 0"),
+]
+
+
+@pytest.mark.parametrize("config,override,message", TYPOS + IMPOSSIBLE_NUMBERS)
 def test_a_typo_fails_before_any_work_naming_the_valid_choices(config, override, message, tmp_path, monkeypatch):
     import ser.jobs.evaluate
     import ser.jobs.generate
@@ -207,6 +232,16 @@ def test_a_typo_fails_before_any_work_naming_the_valid_choices(config, override,
     with pytest.raises(ConfigError) as err:
         job(cfg)
     assert message in str(err.value)
+
+
+def test_numbers_at_the_edge_of_their_range_pass(tmp_path):
+    # 0 synthetic clips or copies is the real-only point of a ratio or variants sweep, not an error.
+    from ser.config import check_generate_config, check_train_config
+
+    for overrides in (["aug=ddpm", "aug.synthetic.ratio=0"], ["aug=audio", "aug.audio.variants=0"],
+                      ["dataset.train_fraction=1"], ["aug=sdedit", "aug.sdedit.strength=0"], ["split.n_val_speakers=0", "model.select=last"]):
+        check_train_config(compose_config("train", *overrides, output_dir=tmp_path))
+    check_generate_config(compose_config("generate", "sample.frames=null", "enhance.strength=1", "diffusion=cpu", output_dir=tmp_path))
 
 
 def test_combinations_that_cannot_work_are_refused_before_any_work(tmp_path, monkeypatch):

@@ -98,6 +98,11 @@ def test_errors_name_the_problem():
         make_split(speakers, labels, "loso", 10)
     with pytest.raises(DataError, match="speaker identities"):
         make_split(["x:unknown"] * 30, labels[:30], "loso", 0)
+    # A negative count once sliced rest[:-1]: every training speaker but one became a validation speaker.
+    for n, message in ((-1, "must be >= 0"), (9, "leaves no training speaker")):
+        for protocol in ("loso", "kfold"):
+            with pytest.raises(ConfigError, match=f"split.n_val_speakers={n} {message}"):
+                make_split(speakers, labels, protocol, 0, k=2, n_val_speakers=n)
     leaky = Split("loso", 0, 2, np.arange(2), np.arange(0), np.arange(2, 3), ["a", "b"], [], ["b"])
     with pytest.raises(SpeakerLeak):
         assert_speaker_disjoint(leaky)
@@ -110,6 +115,10 @@ def test_subsample_is_stratified():
     kept = np.array(labels)[small]
     assert set(kept) == {"a", "b", "c"} and abs(len(small) - 0.25 * len(s.train)) <= 3
     assert set(small) <= set(s.train)
+    assert np.array_equal(subsample_training(s.train, np.array(labels), 1, seed=0), s.train)
+    for fraction in (0, 1.5):  # more than all of them was once taken as all of them
+        with pytest.raises(ConfigError, match=r"dataset.train_fraction must be in \(0, 1\]"):
+            subsample_training(s.train, np.array(labels), fraction, seed=0)
 
 
 def test_metrics_match_sklearn_and_ci_brackets_estimate():

@@ -91,8 +91,7 @@ def make_split(
         _check_fold(fold, n_folds, protocol)
         test, train_val = idx[corpora == names[fold]], idx[corpora != names[fold]]
         rest = sorted(set(speakers[train_val].tolist()))
-        if n_val_speakers >= len(rest):
-            raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
+        _check_n_val_speakers(n_val_speakers, len(rest))
         val_mask = np.isin(speakers[train_val], rest[:n_val_speakers])
         train, val = train_val[~val_mask], train_val[val_mask]
     else:
@@ -117,8 +116,7 @@ def make_split(
             train_val, test = list(splitter.split(idx, labels, groups=speakers))[fold]
             test_spk = sorted(set(speakers[test].tolist()))
         rest = sorted(set(speakers[train_val].tolist()))
-        if n_val_speakers >= len(rest):
-            raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({len(rest)} available)")
+        _check_n_val_speakers(n_val_speakers, len(rest))
         # Rotate the validation speakers with the fold: fold f validates on the speakers that
         # follow its test speakers in sorted order.
         start = (unique.index(max(test_spk)) + 1) % len(unique)
@@ -180,12 +178,19 @@ def _check_fold(fold: int, n_folds: int, protocol: str) -> None:
         raise ConfigError(f"split.fold={fold} is out of range: {protocol} has folds 0..{n_folds - 1}")
 
 
+def _check_n_val_speakers(n_val_speakers: int, available: int) -> None:
+    if n_val_speakers < 0:
+        raise ConfigError(f"split.n_val_speakers={n_val_speakers} must be >= 0")
+    if n_val_speakers >= available:
+        raise ConfigError(f"split.n_val_speakers={n_val_speakers} leaves no training speaker ({available} available)")
+
+
 def subsample_training(train: np.ndarray, labels, fraction: float, seed: int) -> np.ndarray:
     """Keep `fraction` of the training clips, stratified by emotion (the low-data setting)."""
-    if fraction >= 1.0:
-        return train
-    if not 0 < fraction < 1:
+    if not 0 < fraction <= 1:
         raise ConfigError(f"dataset.train_fraction must be in (0, 1], got {fraction}")
+    if fraction == 1:
+        return train
     labels = np.asarray(labels)[train]
     rng = np.random.default_rng(seed)
     keep = []
