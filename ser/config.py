@@ -79,6 +79,8 @@ TRAIN_NUMBERS = COMMON_NUMBERS + (
     ("aug.audio.variants", _count(0)),
     ("aug.sdedit.variants", _count(0)),
     ("aug.sdedit.strength", _number(0, 1)),  # 0: the clips unchanged; 1: plain sampling
+    ("aug.synthetic.filter", _or_null(_number(0, 1, above=True, below=True))),  # the judge's probability threshold
+    ("features.encoder.trim_db", _or_null(_number(0, above=True))),  # dB below the peak that counts as silence
 )
 RECIPE_NUMBERS = (
     ("diffusion.batch_size", _count(1)),
@@ -231,9 +233,6 @@ def _check_encoder(cfg: DictConfig) -> None:
     m, on_encoder = cfg.model, cfg.features.kind == "encoder"
     if on_encoder:
         _choice(cfg, "features.encoder.window", WINDOWS)
-        trim = cfg.features.encoder.trim_db
-        if trim is not None and not (isinstance(trim, (int, float)) and trim > 0):
-            raise ConfigError(f"features.encoder.trim_db={trim!r}: dB below the peak that counts as silence (e.g. 30), or null")
     reads_layers = (m.kind == "classical" and "encoder_layers" in input_names(m.inputs)) or \
         (m.kind == "neural" and m.backbone.arch in ENCODER_ARCHS)
     if reads_layers and not on_encoder:
@@ -280,11 +279,8 @@ def _check_synthetic(cfg: DictConfig) -> None:
     if "synthetic" in cfg.aug:
         _choice(cfg, "aug.synthetic.generate", GENERATE)
         _choice(cfg, "aug.synthetic.classes", CLASSES)
-        f = cfg.aug.synthetic.filter
-        if f is not None and not (isinstance(f, (int, float)) and 0 < f < 1):
-            raise ConfigError(f"aug.synthetic.filter={f!r}: a probability threshold in (0, 1), or null for no filter")
         _choice(cfg, "aug.synthetic.judge", JUDGES)
-        if f is not None and cfg.aug.synthetic.judge == "classifier" and not voices_for_encoder(cfg):
+        if cfg.aug.synthetic.filter is not None and cfg.aug.synthetic.judge == "classifier" and not voices_for_encoder(cfg):
             raise ConfigError(f"{CLASSIFIER_JUDGE}; model={cfg.model.name} with features (kind {cfg.features.kind}) "
                               "has none. Use aug.synthetic.judge=bands")
     if voices_for_encoder(cfg):

@@ -335,7 +335,7 @@ def test_generated_clips_are_measured_as_the_probe_sees_them(tmp_path):
     (["aug=ddpm", "model=egemaps_svm"], "is neither"),
     (["aug=ddpm_only", "features=encoder", "model=encoder_linear"], "synthetic clips alone"),
     (["aug=sdedit", "aug.sdedit.strength=1.5"], r"aug.sdedit.strength=1.5 is not a valid value: it must be a number in \[0, 1\]"),
-    (["aug=ddpm", "aug.synthetic.filter=2"], "a probability threshold in"),
+    (["aug=ddpm", "aug.synthetic.filter=2"], r"aug.synthetic.filter=2 is not a valid value: it must be a number in \(0, 1\), or null"),
     (["aug=ddpm", "aug.synthetic.generate=sometimes"], "choose one of: if_missing, never"),
     (["aug=ddpm", "aug.synthetic.classes=equal"], "choose one of: real, balanced"),
     (["aug=ddpm", "generator.sampling.sampler=dimm"], "choose one of: ddpm, ddim"),

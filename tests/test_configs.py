@@ -210,6 +210,9 @@ IMPOSSIBLE_NUMBERS = [  # (config, override, what the error must say): each once
     ("generate", "quality.knn_k=0", "quality.knn_k=0 is not"),
     ("generate", "quality.memorization_quantile=1", "it must be a number in (0, 1)"),
     ("generate", "diffusion.lr=0", "diffusion.lr=0 is not a valid value: it must be a number > 0"),
+    ("train", "features=encoder model=encoder_lda features.encoder.trim_db=0",
+     "features.encoder.trim_db=0 is not a valid value: it must be a number > 0, or null"),
+    ("train", "aug=ddpm_filtered aug.synthetic.filter=1", "aug.synthetic.filter=1 is not"),
 ]
 
 
