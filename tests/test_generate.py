@@ -3,11 +3,13 @@ quality, SDEdit, and aug=ddpm training on the samples (in-process; the CLI in te
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from filelock import FileLock
 
 from conftest import TINY, TINY_RECIPE, generate, sweep, train
 from ser.data.splits import assert_generator_fold_safe
@@ -123,6 +125,14 @@ def test_aug_ddpm_sweep_is_fold_safe_and_evaluated(tmp_path, cache_dir):
     assert 0 <= quality["image"]["memorization"]["close_rate"] <= 1
     assert 0 <= quality["real_classifier_on_synthetic"]["ua"] <= 1
     assert (syn_dir / "real_vs_generated.png").stat().st_size > 1000
+    # Judging reads a finished set only, so it does not wait while another job holds the fold's lock
+    # (a sweep training the generator). In a thread, so that waiting fails the test instead of hanging
+    # it; the executor is left last, after the lock is released.
+    quality_json = (syn_dir / "quality.json").stat().st_mtime_ns
+    with ThreadPoolExecutor(1) as pool, FileLock(str(syn_dir.parent / ".lock")):
+        pool.submit(generate, *quality_args, f"quality.classifier={real_run}", "logger=none",
+                    output_dir=tmp_path / "q_locked").result(timeout=300)
+    assert (syn_dir / "quality.json").stat().st_mtime_ns > quality_json
 
     # A synthetic-only classifier: trained on 36 draws from the 24 synthetic clips alone (ratio 1.5,
     # repeats allowed), tested on real spk00.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -43,7 +44,9 @@ def run_generate(cfg: DictConfig) -> dict:
     meta = generator_metadata(cfg, data, split, frames)
     started = time.time()
     # The fold's lock, shared with train.py's on-demand generation: nobody reads a half-made fold.
-    with fold_lock(cfg.generator.root, "generator and samples"):
+    # mode=quality reads only a finished sample set (written atomically), so it does not wait for
+    # the lock: a sweep training the fold's generator for an hour need not hold up a judgement.
+    with fold_lock(cfg.generator.root, "generator and samples") if cfg.mode != "quality" else nullcontext():
         if cfg.mode in ("train", "train_sample"):
             train_fold_generators(cfg, data, split, meta, cfg.trainer)
         elif cfg.mode in ("sample", "enhance") and (saved := generator_metadata_at(cfg.generator.dir, data.emotions)):
